@@ -1,0 +1,23 @@
+"""Every notebook in nbs/ is a test: its cells run top to bottom through nbdev's own runner.
+
+Cells flagged with a test flag of settings.ini (`#| slow`, `#| cuda`) are skipped unless enabled
+(see conftest.py); `#| eval: false` cells never run. Notebooks whose name starts with `_` are not tests.
+"""
+from pathlib import Path
+import pytest
+from nbdev.config import get_config
+from nbdev.test import test_nb as run_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 4, NOTEBOOKS
+
+
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook(nb, nb_flags):
+    tst_flags = set(str(get_config(path=ROOT).tst_flags or '').split('|')) - {''}
+    ok, seconds = run_notebook(nb, skip_flags=sorted(tst_flags - nb_flags), showerr=True)
+    assert ok, f'{nb.name} failed (traceback above, in the captured stderr)'
