@@ -21,3 +21,19 @@ def test_notebook(nb, nb_flags):
     tst_flags = set(str(get_config(path=ROOT).tst_flags or '').split('|')) - {''}
     ok, seconds = run_notebook(nb, skip_flags=sorted(tst_flags - nb_flags), showerr=True)
     assert ok, f'{nb.name} failed (traceback above, in the captured stderr)'
+
+
+def test_flagged_cells_are_skipped_by_default(tmp_path, nb_flags):
+    "A cell flagged slow/cuda must not run unless enabled; an unflagged failing cell must fail the notebook."
+    import nbformat
+    from nbformat.v4 import new_notebook, new_code_cell
+    def nb(*cells):
+        fn = tmp_path/f'nb{len(list(tmp_path.iterdir()))}.ipynb'
+        nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), fn); return fn
+    tst_flags = set(str(get_config(path=ROOT).tst_flags).split('|'))
+    assert {'slow', 'cuda'} <= tst_flags
+    skip = sorted(tst_flags - nb_flags)
+    if 'slow' not in nb_flags:
+        assert run_notebook(nb('x = 1', '#| slow\nassert False'), skip_flags=skip, showerr=False)[0]
+    assert run_notebook(nb('#| eval: false\nassert False'), skip_flags=skip, showerr=False)[0]
+    assert not run_notebook(nb('assert False'), skip_flags=skip, showerr=False)[0]
