@@ -13,12 +13,12 @@ from .data import StudyError, load_study, write_image, read_manifest, _find_imag
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'make_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #2f987e7d
+# %% ../nbs/90_cli.ipynb #5e39ce02
 def add_phantom(sub):
     p = sub.add_parser('phantom', help='write synthetic studies (retina phantom with dye dynamics and lesions)',
                        description='Write N synthetic studies (colour fundus, FFA video, ground-truth lesion and vessel '
                                    'masks) in the study-folder layout, plus manifest.csv with a train/valid/test split.')
-    p.add_argument('out_dir', type=Path, help='folder to write the studies into (created if needed)')
+    p.add_argument('out_dir', type=Path, metavar='OUT_DIR', help='folder to write the studies into (created if needed)')
     p.add_argument('--n', type=int, default=8, help='number of studies (default: 8)')
     p.add_argument('--size', type=int, default=256, help='image side in pixels (default: 256)')
     p.add_argument('--frames', type=int, default=12, help='frames per video, spread over arterial, venous and late phases (default: 12)')
@@ -37,7 +37,7 @@ def cmd_phantom(args):
           f"in {time.time() - t0:.1f} s, with {args.out_dir/'manifest.csv'}")
     print(f"next: fundus2video mask {args.out_dir} -o {args.out_dir/'knowledge_masks.png'}")
 
-# %% ../nbs/90_cli.ipynb #23ed9f5d
+# %% ../nbs/90_cli.ipynb #868611f4
 def add_mask(sub):
     p = sub.add_parser('mask', help='compute knowledge masks (where fluorescence changes, early vs late)',
                        description='Knowledge mask |first frame - last frame| > threshold (the Fundus2Video rule). '
@@ -60,7 +60,7 @@ def _report(s, km):
 def cmd_mask(args):
     from fundus2video.knowledge_mask import study_knowledge_mask, overlay, knowledge_mask_sheet
     kw = dict(threshold=args.threshold, min_area=args.min_area, use_fov=not args.no_fov)
-    if args.path.is_dir() and _find_image(args.path, 'cf') is None:        # a data folder
+    if args.path.is_dir() and _find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
         studies = [load_study(r['path']) for r in read_manifest(args.path)]
         for s in studies: _report(s, study_knowledge_mask(s, **kw))
         write_image(args.out, knowledge_mask_sheet(studies, **kw))
