@@ -10,7 +10,7 @@ from .data import Study, LESION_TYPES, largest_component
 
 # %% auto #0
 __all__ = ['DYNAMIC_LESIONS', 'remove_specks', 'knowledge_mask', 'dice', 'iou', 'study_knowledge_mask', 'lesion_union',
-           'km_agreement', 'overlay', 'knowledge_mask_sheet']
+           'km_agreement', 'overlay', 'knowledge_mask_sheet', 'km_breakdown', 'threshold_sweep']
 
 # %% ../nbs/02_knowledge_mask.ipynb #f8b225c4
 def _as_grey(img) -> np.ndarray:
@@ -111,3 +111,22 @@ def knowledge_mask_sheet(studies:list, # `Study`s
                  _label(fit(s.frames[-1]), 'last frame'), _label(fit(overlay(s.frames[-1], km)), f'KM {100 * area:.1f}% of FOV')]
         rows.append(np.concatenate(tiles, 1))
     return np.concatenate(rows, 0)
+
+# %% ../nbs/02_knowledge_mask.ipynb #8c9b3632
+def km_breakdown(km:np.ndarray, lesions:dict) -> dict:
+    "name -> (share of the KM on that ground-truth mask, share of the mask inside the KM)."
+    n = max(int(km.sum()), 1)
+    return {k: (float((km & m).sum() / n), float((km & m).sum() / max(int(m.sum()), 1))) for k, m in lesions.items() if m.any()}
+
+# %% ../nbs/02_knowledge_mask.ipynb #5d367f40
+def threshold_sweep(studies:list,          # `Study`s with ground-truth lesions
+                    thresholds=(10, 20, 30, 45, 60, 80, 100, 120),
+                    min_area=0, use_fov=True) -> list:
+    "Mean KM area and agreement with the ground truth per threshold: [{threshold, km_area, dice_dynamic, ...}]."
+    rows = []
+    for th in thresholds:
+        kms = [study_knowledge_mask(s, th, min_area, use_fov) for s in studies]
+        ag = [km_agreement(k, s.lesions) for k, s in zip(kms, studies)]
+        rows.append(dict(threshold=th, km_area=float(np.mean([k.mean() for k in kms])),
+                         **{key: float(np.mean([a[key] for a in ag])) for key in ag[0]}))
+    return rows
