@@ -238,7 +238,7 @@ def soft_circles(x, y, circles, px:float, wobble:np.ndarray=None, amount=0.0) ->
         out = np.maximum(out, np.clip((rr - np.hypot(x - cx, y - cy)) / px + 0.5, 0, 1))
     return out
 
-# %% ../nbs/01_phantom.ipynb #7b08a1c8
+# %% ../nbs/01_phantom.ipynb #f3281a48
 @dataclass
 class Eye:
     "The static part of a phantom study."
@@ -262,9 +262,9 @@ def make_eye(cfg:PhantomConfig, seed:int) -> Eye:
     wobble = dict(haemorrhage=(fine, 0.35), exudate=(fine, 0.35), nonperfusion=(coarse, 0.25))
     soft = {k: soft_circles(x, y, c, px, *wobble.get(k, (None, 0.0))) for k, c in les.items() if k != 'leakage'}
     return Eye(an, x, y, px, rasterise(arteries, cfg.size), rasterise(veins, cfg.size), les, soft,
-               smooth_noise(r_tex, cfg.size, 24), smooth_noise(r_tex, cfg.size, 18))
+               0.6 * smooth_noise(r_tex, cfg.size, 60) + 0.4 * smooth_noise(r_tex, cfg.size, 20), smooth_noise(r_tex, cfg.size, 18))
 
-# %% ../nbs/01_phantom.ipynb #e1a1c689
+# %% ../nbs/01_phantom.ipynb #a5fa8952
 def mix(img:np.ndarray, alpha:np.ndarray, colour) -> np.ndarray:
     "Blend (H,W,3) `img` towards RGB `colour` by (H,W) `alpha` in [0,1]."
     return img * (1 - alpha[..., None]) + np.asarray(colour, np.float32) * alpha[..., None]
@@ -272,7 +272,10 @@ def mix(img:np.ndarray, alpha:np.ndarray, colour) -> np.ndarray:
 def fundus_background(e:Eye) -> np.ndarray: # (H,W,3) float32 in [0,1]
     "Orange-red choroidal background with texture, macular pigment and vignetting."
     r = np.hypot(e.x, e.y); df = np.hypot(e.x - e.an.fovea[0], e.y - e.an.fovea[1])
-    base = np.stack([0.93 + 0.03 * e.texture, 0.42 + 0.04 * e.texture, 0.17 + 0.02 * e.texture], -1)
+    dd = np.hypot(e.x - e.an.disc[0], e.y - e.an.disc[1])
+    warm = np.exp(-dd ** 2 / (2 * 0.35 ** 2))                            # paler, yellower around the disc
+    base = np.stack([0.92 + 0.02 * e.texture + 0.04 * warm, 0.40 + 0.03 * e.texture + 0.08 * warm,
+                     0.16 + 0.015 * e.texture + 0.04 * warm], -1)
     tigroid = 1 - 0.03 * np.clip(e.lobules, 0, None) * np.clip(r - 0.4, 0, None)
     macula = 1 - np.array([0.25, 0.42, 0.45], np.float32) * np.exp(-df ** 2 / (2 * 0.14 ** 2))[..., None]
     fovea = 1 - 0.35 * np.exp(-df ** 2 / (2 * 0.03 ** 2))
