@@ -16,7 +16,8 @@ __all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUF
            'largest_component', 'fill_holes', 'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study',
            'frame_filename', 'parse_frame_filename', 'save_study', 'load_study', 'fov_box', 'crop_pad', 'resize_image',
            'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
-           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'study_picture']
+           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'study_picture',
+           'scrub_study']
 
 # %% ../nbs/00_data.ipynb #f10f3abe
 PHASES = ('arterial', 'venous', 'late')  # the three phases the paper samples 4 frames from
@@ -536,3 +537,17 @@ def study_picture(s:Study, tile=160, rows=2) -> np.ndarray: # (2*tile, 2*tile + 
     cf = cv2.resize(s.cf, (rows * tile, rows * tile), interpolation=cv2.INTER_AREA)
     cv2.putText(cf, 'colour fundus', (6, 6 + tile // 10), cv2.FONT_HERSHEY_SIMPLEX, tile / 320, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([cf, grid], 1)
+
+# %% ../nbs/00_data.ipynb #6fcc9306
+def scrub_study(s:Study, size=3.2):
+    "An ipywidgets slider over the frames of `s`, each shown beside the CF."
+    import matplotlib.pyplot as plt
+    from ipywidgets import interact, IntSlider
+    def show(frame=0):
+        fig, ax = plt.subplots(1, 2, figsize=(2 * size, size))
+        ax[0].imshow(s.cf); ax[0].set_title('CF', fontsize=9)
+        ax[1].imshow(s.frames[frame], cmap='gray', vmin=0, vmax=255)
+        ax[1].set_title(f'frame {frame}: {_fmt_time(s.times[frame])} {s.phases[frame]}', fontsize=9)
+        for a in ax: a.axis('off')
+        plt.show()
+    return interact(show, frame=IntSlider(0, 0, s.n_frames - 1, description='frame'))
