@@ -14,7 +14,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['SOBEL_X', 'GREY_WEIGHTS', 'VGG19_FILE', 'VGG19_ENV', 'VGG_SLICES', 'VGG_WEIGHTS', 'patch_gradient_variance',
            'gradient_variance_loss', 'WeightsNotFound', 'find_weights', 'check_sha256', 'VGGPerceptualLoss',
-           'load_vgg_loss', 'maybe_vgg_loss']
+           'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'generator_objective', 'discriminator_objective']
 
 # %% ../nbs/06_losses.ipynb #d152b46d
 SOBEL_X = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
@@ -123,3 +123,71 @@ def maybe_vgg_loss(path=None, **kw) -> VGGPerceptualLoss | None:
     try: return load_vgg_loss(path, **kw)
     except WeightsNotFound as e:
         warnings.warn(f"VGG perceptual loss off: {e}", stacklevel=2); return None
+
+# %% ../nbs/06_losses.ipynb #da61cf3c
+@dataclass(frozen=True)
+class LossWeights:
+    "Every weight of the generator and discriminator objectives; defaults are the official code's."
+    gan: float = 2.0          # G: adversarial, plain pass
+    gan_km: float = 1.0       # G: adversarial, knowledge-aware (masked) pass
+    fm: float = 10.0          # G: feature matching, plain pass (pix2pixHD's lambda_feat)
+    fm_km: float = 0.0        # G: feature matching on the masked pass, like with like (ours; off)
+    vgg: float = 10.0         # G: VGG19 perceptual (only with a weights file)
+    gv: float = 5.0           # G: gradient variance
+    nce: float = 1.0          # G: mask-enhanced PatchNCE (times PatchNCEConfig.lambda_nce)
+    att: float = 1.0          # G: knowledge-boosted attention vs the KM (ours)
+    d_plain: float = 0.5      # D: weight of (real + fake), plain pass
+    d_km: float = 0.5         # D: weight of (real + fake), masked pass
+    gv_patch: int = 12        # gradient-variance patch side
+    gv_mode: str = 'grey'     # 'grey' (official) or 'channel'
+    gan_mode: str = 'lsgan'   # 'lsgan' (official) or 'hinge'
+    gan_reduce: str = 'sum'   # over D scales: 'sum' (official) or 'mean'
+
+def _total(terms:dict, weights:dict) -> dict:
+    "Keep the terms with a non-zero weight and add their weighted sum as 'total'."
+    kept = {k: v for k, v in terms.items() if v is not None and weights.get(k, 0) != 0}
+    if not kept: raise ValueError("every loss term has weight 0 or is missing")
+    return {**kept, 'total': sum(weights[k] * v for k, v in kept.items())}
+
+# %% ../nbs/06_losses.ipynb #c2e00b9c
+from .discriminator import KnowledgeAwareDiscriminator, gan_loss, feature_matching_loss, frozen
+from .generator import GeneratorOutput, attention_loss
+from .patchnce import PatchSampleMLP, PatchNCEConfig, patchnce_loss
+
+def generator_objective(out:GeneratorOutput,      # the generator's output for this window (frames (B,3,H,W), attention)
+                        real:torch.Tensor,         # (B,3,H,W) real window in [-1,1]
+                        cf:torch.Tensor,           # (B,3,H,W) colour fundus in [-1,1]
+                        km:torch.Tensor|None,      # (B,1,H,W) knowledge mask {0,1}, None if unknown
+                        D:KnowledgeAwareDiscriminator,
+                        w:LossWeights=LossWeights(),
+                        encode=None,               # the generator's `encode`, for PatchNCE
+                        nce_head:PatchSampleMLP=None, nce_cfg:PatchNCEConfig=None,
+                        vgg:VGGPerceptualLoss=None,
+                       ) -> dict:                  # named scalar terms and their weighted 'total'
+    "The generator's loss terms for one window; D's weights collect no gradient."
+    fake = out.frames
+    with frozen(D): o = D.discriminate(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km)
+    t = dict(gan=gan_loss(o.fake, True, w.gan_mode, False, w.gan_reduce), fm=feature_matching_loss(o.fake, o.real),
+             gv=gradient_variance_loss(fake, real, w.gv_patch, w.gv_mode))
+    if o.fake_km is not None:
+        t['gan_km'] = gan_loss(o.fake_km, True, w.gan_mode, False, w.gan_reduce)
+        t['fm_km'] = feature_matching_loss(o.fake_km, o.real_km) if w.fm_km else None
+    if vgg is not None and w.vgg: t['vgg'] = vgg(fake, real)
+    if nce_head is not None and w.nce: t['nce'] = patchnce_loss(encode, nce_head, cf, fake, real, nce_cfg, km)['nce']
+    if out.attention is not None and km is not None: t['att'] = attention_loss(out.attention, km)
+    return _total(t, vars(w))
+
+def discriminator_objective(fake:torch.Tensor,     # (B,3,H,W) generated window (detached here)
+                            real:torch.Tensor,     # (B,3,H,W) real window in [-1,1]
+                            cf:torch.Tensor,       # (B,3,H,W) colour fundus in [-1,1]
+                            km:torch.Tensor|None,  # (B,1,H,W) knowledge mask, None if unknown
+                            D:KnowledgeAwareDiscriminator,
+                            w:LossWeights=LossWeights(),
+                           ) -> dict:              # d_real, d_fake, d_real_km, d_fake_km and 'total'
+    "The discriminator's loss terms for one window; no gradient reaches the generator."
+    o = D.discriminate(torch.cat([cf, real], 1), torch.cat([cf, fake.detach()], 1), km)
+    def g(x, label): return gan_loss(x, label, w.gan_mode, True, w.gan_reduce)
+    t = dict(d_real=g(o.real, True), d_fake=g(o.fake, False))
+    if o.real_km is not None: t.update(d_real_km=g(o.real_km, True), d_fake_km=g(o.fake_km, False))
+    weights = dict(d_real=w.d_plain, d_fake=w.d_plain, d_real_km=w.d_km, d_fake_km=w.d_km)
+    return _total(t, weights)
