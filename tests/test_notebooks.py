@@ -2,7 +2,10 @@
 
 Cells flagged with a test flag of settings.ini (`#| slow`, `#| cuda`) are skipped unless enabled
 (see conftest.py); `#| eval: false` cells never run. Notebooks whose name starts with `_` are not tests.
+Each notebook runs in a fresh Python process, like a fresh kernel (and like `nbdev_test`), so no notebook
+depends on what another one imported or patched.
 """
+import subprocess, sys
 from pathlib import Path
 import pytest
 from nbdev.config import get_config
@@ -19,8 +22,10 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook(nb, nb_flags):
     tst_flags = set(str(get_config(path=ROOT).tst_flags or '').split('|')) - {''}
-    ok, seconds = run_notebook(nb, skip_flags=sorted(tst_flags - nb_flags), showerr=True)
-    assert ok, f'{nb.name} failed (traceback above, in the captured stderr)'
+    code = ('import sys; from pathlib import Path; from nbdev.test import test_nb; '
+            f'ok, _ = test_nb(Path({str(nb)!r}), skip_flags={sorted(tst_flags - nb_flags)!r}); sys.exit(0 if ok else 1)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, f'{nb.name} failed:\n{r.stderr[-6000:]}'
 
 
 def test_flagged_cells_are_skipped_by_default(tmp_path, nb_flags):
