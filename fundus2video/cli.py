@@ -11,7 +11,8 @@ import fundus2video
 from .data import StudyError, load_study, write_image, read_manifest, study_picture, _find_image
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'make_parser', 'main']
+__all__ = ['ABLATIONS', 'SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'add_train', 'cmd_train',
+           'make_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #194bc096
 def add_phantom(sub):
@@ -75,8 +76,59 @@ def cmd_mask(args):
     write_image(args.out, km); print(f"wrote {args.out}")
     if args.overlay: write_image(args.overlay, overlay(s.cf, km)); print(f"wrote {args.overlay}")
 
-# %% ../nbs/90_cli.ipynb #cba7c7e4
-SUBCOMMANDS = [add_phantom, add_mask]   # later chapters append theirs (train, generate, evaluate, bench)
+# %% ../nbs/90_cli.ipynb #6ca9bfda
+ABLATIONS = dict(attention='knowledge-boosted attention', knowledge_aware='the knowledge-aware discriminator pass',
+                 mask_nce='mask-enhanced PatchNCE (uniform patches instead)', scheduled_sampling='scheduled sampling (teacher forcing instead)',
+                 perceptual='the VGG19 perceptual loss')
+
+def add_train(sub):
+    p = sub.add_parser('train', help='train a model on a data folder (presets: tiny on a CPU, paper on a GPU)',
+                       description='Train Fundus2Video: per-window discriminator and generator updates, checkpoints after '
+                                   'every epoch in RUN_DIR/checkpoints, logs (history.csv, steps.csv) and frame strips (samples/).')
+    p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv (e.g. from `fundus2video phantom`)')
+    p.add_argument('--out', type=Path, required=True, metavar='RUN_DIR', help='run folder for checkpoints, logs and samples')
+    p.add_argument('--preset', choices=['tiny', 'paper'], default='tiny', help='tiny: 64 px, CPU, minutes; paper: 512 px, GPU (default: tiny)')
+    p.add_argument('--epochs', type=int, help='epochs in all (default: the preset\'s: tiny 30, paper 50)')
+    p.add_argument('--size', type=int, help='image side in pixels (default: the preset\'s)')
+    p.add_argument('--seed', type=int, help='random seed (default: 0)')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in RUN_DIR')
+    p.add_argument('--vgg', type=Path, help='VGG19 weights file for the perceptual loss (paper preset)')
+    for k, what in ABLATIONS.items():
+        p.add_argument(f'--no-{k.replace("_", "-")}', dest=k, action='store_false', help=f'turn off {what}')
+    p.set_defaults(func=cmd_train)
+
+def _run_config(args):
+    "The run config from the preset and the command-line overrides."
+    from dataclasses import replace
+    from fundus2video.train import preset, ablate, with_epochs
+    cfg = ablate(preset(args.preset), **{k: getattr(args, k) for k in ABLATIONS})
+    if args.size: cfg = replace(cfg, pipeline=replace(cfg.pipeline, size=args.size))
+    if args.seed is not None: cfg = replace(cfg, train=replace(cfg.train, seed=args.seed))
+    if args.vgg: cfg = replace(cfg, train=replace(cfg.train, vgg_path=str(args.vgg)))
+    return with_epochs(cfg, args.epochs) if args.epochs and not args.resume else cfg
+
+def cmd_train(args):
+    from fundus2video.train import train, latest_checkpoint, Diverged
+    if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
+    if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
+    if not args.resume and latest_checkpoint(args.out) is not None:
+        raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
+    cfg = _run_config(args)
+    print(f"training {'(resumed from ' + latest_checkpoint(args.out).name + ') ' if args.resume else ''}on {args.data_dir}; "
+          f"writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/")
+    t0 = time.time()
+    try: learn = train(args.data_dir, args.out, None if args.resume else cfg, device=args.device, resume=args.resume,
+                       epochs=args.epochs if args.resume else None)
+    except ValueError as e: raise StudyError(str(e))
+    except Diverged as e:
+        print(f"fundus2video train: stopped: {e}", file=sys.stderr); sys.exit(3)
+    st = learn.stepper.state
+    print(f"done: {st.epoch} epochs, {st.step} steps in {time.time() - t0:.0f} s; best valid L1 {st.best:.4f} in {args.out/'checkpoints'/'best.pt'}")
+    print(f"look at {args.out/'samples'} (frame strips: real above, generated below) and {args.out/'history.csv'}")
+
+# %% ../nbs/90_cli.ipynb #998200c8
+SUBCOMMANDS = [add_phantom, add_mask, add_train]   # later chapters append theirs (generate, evaluate, bench)
 
 def make_parser() -> argparse.ArgumentParser:
     "The `fundus2video` argument parser with every subcommand."

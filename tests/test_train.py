@@ -1,0 +1,139 @@
+"""Training runs end to end: exact resume (in-process and after SIGKILL), atomic and safe checkpoints, divergence stop, the CLI."""
+import csv, os, signal, subprocess, time
+from dataclasses import replace
+from pathlib import Path
+import pytest
+import torch
+from fundus2video.phantom import write_phantoms, preset_config
+import fundus2video.train as T
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    "Four small phantoms (2 train, 1 valid, 1 test), 6 frames each."
+    out = tmp_path_factory.mktemp('train')/'phantoms'
+    write_phantoms(out, 4, preset_config('moderate', size=64, n_frames=6), seed=1, progress=False)
+    return out
+
+
+def small(epochs=2):
+    return T.with_epochs(T.preset('tiny'), epochs)
+
+
+def weights(path) -> dict:
+    ck = T.load_checkpoint(path)
+    return {f'{n}.{k}': v for n in ('G', 'D', 'head') for k, v in ck[n].items()}
+
+
+def same(a:dict, b:dict) -> bool: return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_equals_uninterrupted(data, tmp_path):
+    full = T.train(data, tmp_path/'full', small(3), progress=False)
+    T.train(data, tmp_path/'part', small(3), epochs=1, progress=False)           # stops after epoch 1
+    assert T.latest_checkpoint(tmp_path/'part').name == 'epoch_0001.pt'
+    part = T.train(data, tmp_path/'part', resume=True, progress=False)
+    assert same(full.stepper.gan.state_dict(), part.stepper.gan.state_dict())
+    assert same(weights(tmp_path/'full'/'checkpoints'/'epoch_0003.pt'), weights(tmp_path/'part'/'checkpoints'/'epoch_0003.pt'))
+    h1, h2 = [list(csv.DictReader(open(tmp_path/r/'history.csv'))) for r in ('full', 'part')]
+    assert [r['valid_l1'] for r in h1] == [r['valid_l1'] for r in h2]
+    ck = T.load_checkpoint(T.latest_checkpoint(tmp_path/'full'))
+    assert ck['epoch'] == 3 and ck['split']['valid'] and T.config_from_dict(T.RunConfig, ck['config']) == small(3)
+    assert sorted(p.name for p in (tmp_path/'full'/'checkpoints').iterdir()) == ['best.pt', 'epoch_0002.pt', 'epoch_0003.pt']
+    assert len(list((tmp_path/'full'/'samples').glob('*.png'))) == 3
+
+
+def test_atomic_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = T.atomic_save({'format': 'fundus2video-checkpoint', 'x': torch.ones(3)}, tmp_path/'ck.pt')
+    before = path.read_bytes()
+    def crash(obj, f): f.write(b'half a checkpoint'); raise KeyboardInterrupt
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(KeyboardInterrupt): T.atomic_save({'x': torch.zeros(3)}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['ck.pt']
+
+
+def test_checkpoints_cannot_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self): return (os.system, ('touch ' + str(tmp_path/'pwned'),))
+    torch.save({'format': 'fundus2video-checkpoint', 'e': Evil()}, tmp_path/'evil.pt')
+    with pytest.raises(Exception, match='Weights only load failed'): T.load_checkpoint(tmp_path/'evil.pt')
+    assert not (tmp_path/'pwned').exists()
+
+
+def test_divergence_stops_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    T.train(data, tmp_path/'run', small(3), epochs=1, progress=False)
+    good = (tmp_path/'run'/'checkpoints'/'epoch_0001.pt').read_bytes()
+    real, calls = T.generator_objective, [0]
+    def blows_up(*a, **kw):
+        out = real(*a, **kw); calls[0] += 1
+        if calls[0] > 8: out['gv'] = out['gv'] * float('nan')
+        return out
+    monkeypatch.setattr(T, 'generator_objective', blows_up)
+    with pytest.raises(T.Diverged, match='gv is not finite'): T.train(data, tmp_path/'run', resume=True, progress=False)
+    assert T.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
+    assert (tmp_path/'run'/'checkpoints'/'epoch_0001.pt').read_bytes() == good
+
+
+def _train_cmd(data, out, *extra):
+    return ['fundus2video', 'train', str(data), '--out', str(out), '--epochs', '4', '--size', '64', *extra]
+
+
+def test_cli_sigkill_then_resume_matches(data, tmp_path, cli):
+    r = cli(*_train_cmd(data, tmp_path/'full')[1:])
+    assert str(tmp_path/'full') in r.stdout and 'best.pt' in r.stdout and 'samples' in r.stdout
+    p = subprocess.Popen(_train_cmd(data, tmp_path/'killed'), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck, t0 = tmp_path/'killed'/'checkpoints'/'epoch_0002.pt', time.time()
+    while not ck.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
+    p.send_signal(signal.SIGKILL); p.wait()
+    done = T.latest_checkpoint(tmp_path/'killed')
+    assert done is not None and done.name != 'epoch_0004.pt', 'killed too late to test anything'
+    r = cli(*_train_cmd(data, tmp_path/'killed', '--resume')[1:])
+    assert 'resumed from' in r.stdout
+    assert same(weights(tmp_path/'full'/'checkpoints'/'epoch_0004.pt'), weights(tmp_path/'killed'/'checkpoints'/'epoch_0004.pt'))
+    steps = list(csv.DictReader(open(tmp_path/'killed'/'steps.csv')))
+    assert [int(s['step']) for s in steps] == list(range(1, len(steps) + 1))     # no rows from the killed epoch left twice
+
+
+def test_cli_user_errors(data, tmp_path, cli):
+    r = cli('train', data, '--out', tmp_path/'none', '--resume', check=False)
+    assert r.returncode == 2 and 'no checkpoint to resume from' in r.stderr and 'Traceback' not in r.stderr
+    cli('train', data, '--out', tmp_path/'run', '--epochs', '1', '--size', '64', '--no-attention', '--no-scheduled-sampling')
+    ck = T.load_checkpoint(T.latest_checkpoint(tmp_path/'run'))
+    assert ck['config']['generator']['attention'] is False and ck['config']['rollout']['ss_schedule'] == 'never'
+    r = cli('train', data, '--out', tmp_path/'run', '--epochs', '1', check=False)
+    assert r.returncode == 2 and 'add --resume' in r.stderr
+    assert '--no-knowledge-aware' in cli('train', '--help').stdout
+
+
+DDP_SCRIPT = """
+import sys, torch, fundus2video.train as T
+data, out = sys.argv[1:]
+learn = T.train(data, out, T.with_epochs(T.preset('tiny'), 2), progress=False)
+torch.save(learn.stepper.gan.state_dict(), f'{out}/rank{T.rank()}_of_{T.world_size()}.pt')
+"""
+
+
+def test_ddp_two_cpu_processes(data, tmp_path):
+    "torchrun, 2 processes, gloo: each trains on its half of the videos with averaged gradients; rank 0 writes."
+    out, script = tmp_path/'ddp', tmp_path/'ddp_train.py'
+    script.write_text(DDP_SCRIPT); out.mkdir()
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    r = subprocess.run(['torchrun', '--nproc_per_node', '2', '--standalone', str(script), str(data), str(out)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    w0, w1 = [torch.load(out/f'rank{i}_of_2.pt', weights_only=True) for i in (0, 1)]
+    assert same(w0, w1)                                          # the copies stayed identical
+    ck = T.load_checkpoint(T.latest_checkpoint(out))
+    assert all(torch.equal(ck['G'][k], w0['G.' + k]) for k in ck['G'])
+    n_train = len(T.data_split(data)['train'])
+    assert ck['epoch'] == 2 and ck['step'] == 2 * n_train // 2 and ck['videos_seen'] == 2 * n_train
+    steps = list(csv.DictReader(open(out/'steps.csv')))
+    assert len(steps) == 2 * n_train // 2                       # rank 0's rows only
+
+
+def test_cli_under_torchrun(data, tmp_path):
+    r = subprocess.run(['torchrun', '--nproc_per_node', '2', '--standalone', '--no-python', 'fundus2video', 'train', str(data),
+                        '--out', str(tmp_path/'run'), '--epochs', '1', '--size', '64'], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert T.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
