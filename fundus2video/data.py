@@ -16,8 +16,8 @@ __all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUF
            'largest_component', 'fill_holes', 'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study',
            'frame_filename', 'parse_frame_filename', 'save_study', 'load_study', 'fov_box', 'crop_pad', 'resize_image',
            'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
-           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'study_picture',
-           'scrub_study']
+           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'label_image',
+           'study_picture', 'scrub_study']
 
 # %% ../nbs/00_data.ipynb #f10f3abe
 PHASES = ('arterial', 'venous', 'late')  # the three phases the paper samples 4 frames from
@@ -524,18 +524,23 @@ def show_study(s:Study, max_frames=12, size=1.6, title=None):
     fig.suptitle(title or repr(s), fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #7606aa08
+# %% ../nbs/00_data.ipynb #6f76267a
+def label_image(img:np.ndarray, text:str) -> np.ndarray: # (H,W,3) uint8, a labelled copy
+    "A copy of an RGB tile with `text` written in white at its top left, sized to the tile."
+    out, side = img.copy(), img.shape[1]
+    cv2.putText(out, text, (4, 4 + side // 16), cv2.FONT_HERSHEY_SIMPLEX, side / 400, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
 def study_picture(s:Study, tile=160, rows=2) -> np.ndarray: # (2*tile, 2*tile + cols*tile, 3) uint8 RGB
     "The CF beside all FFA frames in a grid of `rows` rows, labelled with time and phase."
     cols = math.ceil(s.n_frames / rows)
     grid = np.zeros((rows * tile, cols * tile, 3), np.uint8)
     for i, f in enumerate(s.frames):
         t = cv2.resize(np.stack([f] * 3, -1), (tile, tile), interpolation=cv2.INTER_AREA)
-        label = ' '.join(x for x in [_fmt_time(s.times[i]), s.phases[i]] if x)
-        cv2.putText(t, label, (4, 4 + tile // 16), cv2.FONT_HERSHEY_SIMPLEX, tile / 400, (255, 255, 255), 1, cv2.LINE_AA)
+        t = label_image(t, ' '.join(x for x in [_fmt_time(s.times[i]), s.phases[i]] if x))
         r, c = divmod(i, cols); grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
     cf = cv2.resize(s.cf, (rows * tile, rows * tile), interpolation=cv2.INTER_AREA)
-    cv2.putText(cf, 'colour fundus', (6, 6 + tile // 10), cv2.FONT_HERSHEY_SIMPLEX, tile / 320, (255, 255, 255), 1, cv2.LINE_AA)
+    cf = label_image(cf, 'colour fundus')
     return np.concatenate([cf, grid], 1)
 
 # %% ../nbs/00_data.ipynb #6fcc9306
