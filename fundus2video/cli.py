@@ -12,7 +12,7 @@ from .data import StudyError, load_study, write_image, read_manifest, study_pict
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'add_train', 'cmd_train',
-           'make_parser', 'main']
+           'add_generate', 'cmd_generate', 'add_evaluate', 'cmd_evaluate', 'make_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #194bc096
 def add_phantom(sub):
@@ -127,8 +127,60 @@ def cmd_train(args):
     print(f"done: {st.epoch} epochs, {st.step} steps in {time.time() - t0:.0f} s; best valid L1 {st.best:.4f} in {args.out/'checkpoints'/'best.pt'}")
     print(f"look at {args.out/'samples'} (frame strips: real above, generated below) and {args.out/'history.csv'}")
 
-# %% ../nbs/90_cli.ipynb #998200c8
-SUBCOMMANDS = [add_phantom, add_mask, add_train]   # later chapters append theirs (generate, evaluate, bench)
+# %% ../nbs/90_cli.ipynb #d103e535
+def add_generate(sub):
+    p = sub.add_parser('generate', help='generate an FFA video from one colour fundus photo',
+                       description='Generate an FFA video (H.264 mp4) from one colour fundus photo, plus a contact sheet '
+                                   'OUT.png (the photo, the frames with their phases, the predicted attention map).')
+    p.add_argument('cf_image', type=Path, metavar='CF_IMAGE', help='colour fundus photo (png, jpg, tif; any size)')
+    p.add_argument('-o', '--out', type=Path, required=True, metavar='OUT.mp4', help='video to write (the contact sheet goes beside it as OUT.png)')
+    p.add_argument('-c', '--checkpoint', type=Path, help='model file or training checkpoint (default: the shipped demo model, phantom-trained)')
+    p.add_argument('--frames', type=int, help="frames to generate (default: the model's, 3 phases x frames per phase)")
+    p.add_argument('--size', type=int, help='side in pixels (default: the size the model was trained at)')
+    p.add_argument('--gif', action='store_true', help='also write OUT.gif')
+    p.add_argument('--frames-dir', type=Path, help='also write every frame as PNG into this folder')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.set_defaults(func=cmd_generate)
+
+def cmd_generate(args):
+    from fundus2video.inference import generate
+    try: generate(args.cf_image, args.out, args.checkpoint, args.frames, args.size, args.gif, args.frames_dir, args.device)
+    except ValueError as e: raise StudyError(str(e))
+
+# %% ../nbs/90_cli.ipynb #863c6b27
+def add_evaluate(sub):
+    p = sub.add_parser('evaluate', help='score a model on the test split of a data folder (and the trivial baselines)',
+                       description='Generate every video of a split and score it against the real one: PSNR/SSIM (in the FOV, '
+                                   'the knowledge mask, per phase), time-intensity curves, dye arrival, leakage area, LPIPS and '
+                                   'FVD (with local weights). Writes per-video and aggregate figures to a JSON file.')
+    p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv')
+    p.add_argument('-c', '--checkpoint', type=Path, help='model file or training checkpoint (default: the shipped demo model)')
+    p.add_argument('-o', '--out', type=Path, required=True, metavar='metrics.json', help='JSON file to write')
+    p.add_argument('--split', default='test', help='split to evaluate (default: test)')
+    p.add_argument('--i3d', type=Path, help='I3D weights for FVD (i3d_torchscript.pt or i3d_pretrained_400.pt; default: look in $FUNDUS2VIDEO_I3D and $TORCH_HOME/hub/checkpoints)')
+    p.add_argument('--lpips', type=Path, help='AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; default: look in $FUNDUS2VIDEO_LPIPS and $TORCH_HOME/hub/checkpoints)')
+    p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, per-video FVD)")
+    p.add_argument('--no-baselines', action='store_true', help='skip the mean-training-video and inverted-green baselines')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.set_defaults(func=cmd_evaluate)
+
+def cmd_evaluate(args):
+    from fundus2video.inference import load_generator, DEMO_NOTE
+    from fundus2video.metrics import evaluate_generator, write_metrics_json, print_summary
+    from fundus2video.train import pick_device
+    if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
+    G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
+    print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
+    try: res = evaluate_generator(G, args.data_dir, args.split, i3d=args.i3d, lpips=args.lpips, official=args.official,
+                                  baselines=not args.no_baselines, cfg=cfg.pipeline)
+    except ValueError as e: raise StudyError(str(e))
+    write_metrics_json(res, args.out)
+    print_summary(res)
+    print(f"wrote per-video and aggregate figures to {args.out}")
+    if args.checkpoint is None: print(DEMO_NOTE)
+
+# %% ../nbs/90_cli.ipynb #ac7ef106
+SUBCOMMANDS = [add_phantom, add_mask, add_train, add_generate, add_evaluate]
 
 def make_parser() -> argparse.ArgumentParser:
     "The `fundus2video` argument parser with every subcommand."
@@ -137,7 +189,10 @@ def make_parser() -> argparse.ArgumentParser:
                     'A reimplementation of Zhang et al., MICCAI 2024, with a synthetic retina phantom for teaching and testing.',
         epilog='examples:\n  fundus2video phantom data/phantoms --n 8\n'
                '  fundus2video mask data/phantoms/phantom_0000 -o km.png --overlay km_overlay.png\n'
-               '  fundus2video mask data/phantoms -o knowledge_masks.png\n\n'
+               '  fundus2video mask data/phantoms -o knowledge_masks.png\n'
+               '  fundus2video train data/phantoms --out runs/tiny --preset tiny\n'
+               '  fundus2video generate photo.jpg -o video.mp4\n'
+               '  fundus2video evaluate data/phantoms -c runs/tiny/checkpoints/best.pt -o metrics.json\n\n'
                'Study folder layout and the notebooks: see README.md.')
     p.add_argument('--version', action='version', version=f'fundus2video {fundus2video.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)

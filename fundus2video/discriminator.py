@@ -205,7 +205,7 @@ def discriminate(self:KnowledgeAwareDiscriminator,
         if masked: res.update(zip([n + '_km' for n in names], _split(self.masked(torch.cat(masked), True), len(masked))))
     return DiscriminatorOutputs(**res)
 
-# %% ../nbs/04_discriminator.ipynb #8f0fb3fd
+# %% ../nbs/04_discriminator.ipynb #a0abb1b1
 def discriminator_losses(o:DiscriminatorOutputs, mode='lsgan') -> dict: # scalars named as in the official logs
     "D's adversarial terms: real towards real, fake towards fake, for the plain and the masked pass."
     out = dict(D_real=gan_loss(o.real, True, mode), D_fake=gan_loss(o.fake, False, mode))
@@ -230,3 +230,15 @@ def frozen(module:nn.Module):
     try: yield module
     finally:
         for p, f in zip(module.parameters(), flags): p.requires_grad_(f)
+
+@patch
+def discriminate_fake(self:KnowledgeAwareDiscriminator,
+                      real:torch.Tensor,     # (B,input_nc,H,W) CF + real window in [-1,1]
+                      fake:torch.Tensor,     # (B,input_nc,H,W) CF + generated window, with its graph
+                      km:torch.Tensor|None=None, # (B,1,H,W) knowledge mask; None: no masked pass
+                      real_km=False,         # also the masked real pass (for masked feature matching)
+                     ) -> DiscriminatorOutputs:
+    "The generator's view: fake passes with autograd and D frozen (one call), real passes without autograd."
+    with torch.no_grad(): r = self.discriminate(real, None, km if real_km else None)
+    with frozen(self): f = self.discriminate(None, fake, km)
+    return DiscriminatorOutputs(r.real, f.fake, r.real_km, f.fake_km)

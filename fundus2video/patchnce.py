@@ -15,7 +15,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['MASK_MODES', 'patch_nce_loss', 'gather_patches', 'km_at', 'sample_patch_ids', 'PatchSampleMLP', 'PatchNCEConfig',
-           'nce_layers', 'as_encoder_input', 'nce_term', 'patchnce_loss']
+           'nce_layers', 'as_encoder_input', 'nce_from_features', 'nce_term', 'nce_inputs', 'key_features',
+           'patchnce_loss']
 
 # %% ../nbs/05_patchnce.ipynb #52beafa6
 def patch_nce_loss(feat_q:Tensor,   # (B,N,C) queries: output features at N locations, L2-normalised
@@ -146,7 +147,7 @@ def nce_layers(cfg:PatchNCEConfig, generator_cfg=None) -> tuple:
     from fundus2video.generator import default_nce_layers   # imported here: the generator depends on nothing in this module
     return tuple(default_nce_layers(generator_cfg))
 
-# %% ../nbs/05_patchnce.ipynb #326f5a9d
+# %% ../nbs/05_patchnce.ipynb #c1781324
 def as_encoder_input(x:Tensor,     # (B,C,H,W) image(s) in [-1,1]
                      input_nc:int, # channels the encoder expects
                     ) -> Tensor:   # (B,input_nc,H,W)
@@ -155,6 +156,20 @@ def as_encoder_input(x:Tensor,     # (B,C,H,W) image(s) in [-1,1]
     if C == input_nc: return x
     if input_nc % C: raise ValueError(f"cannot tile {C} channels to the encoder's {input_nc}")
     return x.repeat(1, input_nc // C, 1, 1)
+
+def nce_from_features(head:PatchSampleMLP, # projection head for these layers
+                      k_feats:list,         # the keys' encoder features (no graph needed), one (B,C_l,H_l,W_l) map per layer
+                      q_feats:list,         # the queries' encoder features, same layers
+                      cfg:PatchNCEConfig,
+                      km:Tensor=None,       # (B,1,H,W) KM, used for sampling when cfg.mask_mode='sample'
+                      generator=None,       # torch.Generator for the patch draws
+                     ) -> Tensor:           # scalar
+    "PatchNCE of queries against keys already encoded: draw the locations on the keys, project both, average over layers."
+    with torch.no_grad():                                           # keys get no gradient: no graph needed
+        share = cfg.km_share if cfg.mask_mode == 'sample' else 0.
+        keys, ids = head(k_feats, cfg.num_patches, km=km, km_share=share, generator=generator)
+    queries, _ = head(q_feats, patch_ids=ids)
+    return torch.stack([patch_nce_loss(q, k, cfg.tau) for q, k in zip(queries, keys)]).mean()
 
 def nce_term(encode:Callable,      # encode(x, layers) -> list of feature maps
              head:PatchSampleMLP,  # projection head for these layers
@@ -165,14 +180,26 @@ def nce_term(encode:Callable,      # encode(x, layers) -> list of feature maps
              generator=None,       # torch.Generator for the patch draws
             ) -> Tensor:           # scalar
     "PatchNCE of query features `q_feats` against the keys of `key_img` (already at encoder width), averaged over layers."
-    with torch.no_grad():                                           # keys get no gradient: no graph needed
-        k_feats = encode(key_img, cfg.layers)
-        share = cfg.km_share if cfg.mask_mode == 'sample' else 0.
-        keys, ids = head(k_feats, cfg.num_patches, km=km, km_share=share, generator=generator)
-    queries, _ = head(q_feats, patch_ids=ids)
-    return torch.stack([patch_nce_loss(q, k, cfg.tau) for q, k in zip(queries, keys)]).mean()
+    with torch.no_grad(): k_feats = encode(key_img, cfg.layers)
+    return nce_from_features(head, k_feats, q_feats, cfg, km, generator)
 
-# %% ../nbs/05_patchnce.ipynb #843dd885
+# %% ../nbs/05_patchnce.ipynb #5beb1014
+def nce_inputs(x:Tensor,           # (B,3,H,W) or (B,input_nc,H,W) image in [-1,1]
+               cfg:PatchNCEConfig,
+               km:Tensor=None,     # (B,1,H,W) KM, multiplied in when cfg.mask_mode='multiply'
+              ) -> Tensor:         # (B,input_nc,H,W)
+    "An image as the PatchNCE encoder sees it: tiled to the encoder's width, times the KM in 'multiply' mode."
+    x = as_encoder_input(x, cfg.input_nc)
+    return x * km if cfg.mask_mode == 'multiply' else x
+
+@torch.no_grad()
+def key_features(encode:Callable, imgs:list, # encoder inputs (B,input_nc,H,W) each, already from `nce_inputs`
+                 layers) -> list:            # per image, one feature map per layer
+    "Encoder features of several key images in one batched pass without autograd."
+    feats = encode(torch.cat(imgs), layers)
+    return [list(parts) for parts in zip(*[f.chunk(len(imgs)) for f in feats])]
+
+# %% ../nbs/05_patchnce.ipynb #41c1bf0d
 def patchnce_loss(encode:Callable,   # encode(x, layers) -> list of (B,C_l,H_l,W_l): the generator's encoder
                   head:PatchSampleMLP, # projection head built for these layers' channels
                   src:Tensor,        # (B,3,H,W) CF in [-1,1] (or the generator's (B,6,H,W) input)
@@ -181,13 +208,16 @@ def patchnce_loss(encode:Callable,   # encode(x, layers) -> list of (B,C_l,H_l,W
                   cfg:PatchNCEConfig,
                   km:Tensor=None,    # (B,1,H,W) knowledge mask {0,1}; needed unless mask_mode='none'
                   generator=None,    # torch.Generator for reproducible patch draws
+                  src_feats:list=None, # the CF's key features (`key_features` of `nce_inputs(src)`), if already computed
                  ) -> dict:          # 'nce' (weighted total), 'nce_src', and 'nce_idt' when cfg.identity
     "The mask-enhanced PatchNCE terms of one autoregressive window."
     if cfg.layers is None: raise ValueError("cfg.layers is None: resolve it first, e.g. replace(cfg, layers=nce_layers(cfg, generator_cfg))")
     if cfg.mask_mode != 'none' and km is None: raise ValueError(f"mask_mode={cfg.mask_mode!r} needs the knowledge mask `km`; use mask_mode='none' without one")
-    prep = lambda x: as_encoder_input(x, cfg.input_nc) * (km if cfg.mask_mode == 'multiply' else 1)
-    q_feats = encode(prep(fake), cfg.layers)                        # one query pass, shared by both terms
-    out = dict(nce_src=nce_term(encode, head, prep(src), q_feats, cfg, km, generator))
-    if cfg.identity: out['nce_idt'] = nce_term(encode, head, prep(real), q_feats, cfg, km, generator)
+    q_feats = encode(nce_inputs(fake, cfg, km), cfg.layers)        # one query pass, shared by both terms
+    imgs = ([] if src_feats is not None else [nce_inputs(src, cfg, km)]) + ([nce_inputs(real, cfg, km)] if cfg.identity else [])
+    k_feats = key_features(encode, imgs, cfg.layers) if imgs else []   # the key passes: one batch, no autograd
+    if src_feats is not None: k_feats = [src_feats] + k_feats
+    out = dict(nce_src=nce_from_features(head, k_feats[0], q_feats, cfg, km, generator))
+    if cfg.identity: out['nce_idt'] = nce_from_features(head, k_feats[1], q_feats, cfg, km, generator)
     out['nce'] = cfg.lambda_nce * sum(out.values()) / len(out)
     return out

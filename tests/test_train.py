@@ -137,3 +137,29 @@ def test_cli_under_torchrun(data, tmp_path):
                        timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
     assert T.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
+
+
+NAN_SCRIPT = """
+import sys, torch, fundus2video.train as T
+data, out = sys.argv[1:]
+objective = T.generator_objective
+def poisoned(*a, **kw):                      # rank 1 diverges at its first window; rank 0 stays finite
+    t = objective(*a, **kw)
+    if T.rank() == 1: t['gv'] = t['gv'] * float('nan')
+    return t
+T.generator_objective = poisoned
+try: T.train(data, out, T.with_epochs(T.preset('tiny'), 1), progress=False)
+except T.Diverged as e: print(f'rank {T.rank()} stopped: {e}', flush=True); sys.exit(3)
+"""
+
+
+def test_ddp_divergence_stops_every_process(data, tmp_path):
+    "A NaN on one process stops both at the same step (the other does not hang waiting for its gradients)."
+    out, script = tmp_path/'nan', tmp_path/'nan_train.py'
+    script.write_text(NAN_SCRIPT); out.mkdir()
+    r = subprocess.run(['torchrun', '--nproc_per_node', '2', '--standalone', str(script), str(data), str(out)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode != 0
+    assert 'rank 1 stopped' in r.stdout and 'loss gv is not finite' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert 'rank 0 stopped' in r.stdout and 'on another process' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert T.latest_checkpoint(out) is None                     # nothing half-written
