@@ -39,6 +39,17 @@ def test_phantom_writes_studies_and_manifest(phantoms):
     assert not np.isnan(s.times).any() and s.phases[0] == 'arterial' and s.phases[-1] == 'late'
 
 
+def test_phantom_with_a_held_out_test_set(tmp_path, cli):
+    "--n-test K: the N studies are train/valid, K more from seed 1000 are the test split, apart from the training seeds."
+    r = cli('phantom', tmp_path/'d', '--n', '5', '--n-test', '2', '--size', '64', '--frames', '4')
+    rows = list(csv.DictReader(open(tmp_path/'d'/'manifest.csv')))
+    assert [x['split'] for x in rows] == ['train'] * 3 + ['valid'] * 2 + ['test'] * 2, rows
+    assert [x['study'] for x in rows if x['split'] == 'test'] == ['phantom_1000', 'phantom_1001']
+    assert 'wrote 7' in r.stdout
+    bad = cli('phantom', tmp_path/'e', '--n', '2', '--n-test', '2', check=False)
+    assert bad.returncode == 2 and '--n >= 3' in bad.stderr
+
+
 def test_phantom_is_deterministic(phantoms, tmp_path, cli):
     out, _ = phantoms
     cli('phantom', tmp_path, '--n', '1', '--size', '96', '--frames', '6', '--seed', '3')
