@@ -81,6 +81,8 @@ def _train_cmd(data, out, *extra):
 def test_cli_sigkill_then_resume_matches(data, tmp_path, cli):
     r = cli(*_train_cmd(data, tmp_path/'full')[1:])
     assert str(tmp_path/'full') in r.stdout and 'best.pt' in r.stdout and 'samples' in r.stdout
+    assert 'epoch 1/4: train loss' in r.stdout and 'valid L1' in r.stdout   # not a terminal: one plain line per epoch,
+    assert '█' not in r.stdout and '\r' not in r.stdout                    # no progress-bar redraws in the log
     p = subprocess.Popen(_train_cmd(data, tmp_path/'killed'), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck, t0 = tmp_path/'killed'/'checkpoints'/'epoch_0002.pt', time.time()
     while not ck.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
