@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
 from .generator import GeneratorOutput, attention_loss
-from .discriminator import frozen, gan_loss, feature_matching_loss
+from .discriminator import frozen
 from .patchnce import nce_term, nce_inputs
-from .losses import LossWeights, discriminator_objective, gradient_variance_loss, _total, load_vgg_loss
+from .losses import LossWeights, discriminator_objective, adversarial_and_pixel_terms, _total, load_vgg_loss
 from .rollout import generate_video
 from .train import (RunConfig, TrainConfig, WindowStepper, Fundus2VideoGAN, preset, pick_device,
                                 check_finite, tune_allocator, make_optimisers, _prepare_gan, cpu_has_bf16)
@@ -29,14 +29,8 @@ __all__ = ['OFFICIAL_VIDEO_S', 'reference_generator_objective', 'ReferenceSteppe
 def reference_generator_objective(out:GeneratorOutput, real, cf, km, D, w:LossWeights, encode, nce_head, nce_cfg, vgg=None) -> dict:
     "`generator_objective` written the straightforward way: every D pass with autograd, one encoder pass per PatchNCE image."
     fake = out.frames
-    with frozen(D): o = D.discriminate(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km)
-    t = dict(gan=gan_loss(o.fake, True, w.gan_mode, False, w.gan_reduce), fm=feature_matching_loss(o.fake, o.real),
-             gv=gradient_variance_loss(fake, real, w.gv_patch, w.gv_mode))
-    if o.fake_km is not None:
-        t['gan_km'] = gan_loss(o.fake_km, True, w.gan_mode, False, w.gan_reduce)
-        t['fm_km'] = feature_matching_loss(o.fake_km, o.real_km) if w.fm_km else None
-    if vgg is not None and w.vgg: t['vgg'] = vgg(fake, real)
-    if w.l1: t['l1'] = F.l1_loss(fake.float(), real.float())
+    with frozen(D): o = D.discriminate(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km)   # all passes with autograd
+    t = adversarial_and_pixel_terms(o, fake, real, w, vgg)          # the same formulas: only how `o` and NCE are computed differ
     if nce_head is not None and w.nce:
         q = encode(nce_inputs(fake, nce_cfg, km), nce_cfg.layers)
         terms = [nce_term(encode, nce_head, nce_inputs(x, nce_cfg, km), q, nce_cfg, km) for x in ([cf, real] if nce_cfg.identity else [cf])]

@@ -16,11 +16,11 @@ from .data import StudySet, write_manifest, patient_of
 from .phantom import PhantomConfig, write_phantoms
 from .pipeline import study_dataloaders
 from .generator import Generator, GeneratorOutput
-from .discriminator import KnowledgeAwareDiscriminator, gan_loss, feature_matching_loss
+from .discriminator import KnowledgeAwareDiscriminator, gan_loss, feature_matching_loss, frozen
 from .losses import gradient_variance_loss
 from .rollout import window_frames, generate_video
 from .train import (RunConfig, preset, ablate, with_epochs, train, lr_factor, config_dict, config_from_dict,
-                                latest_checkpoint, load_checkpoint, atomic_save, tune_allocator)
+                                latest_checkpoint, load_checkpoint, atomic_save, tune_allocator, _append_csv)
 from .inference import load_generator
 from .metrics import evaluate_generator
 
@@ -96,7 +96,7 @@ def static_losses(G:Generator, D:KnowledgeAwareDiscriminator, cf:torch.Tensor, r
     d_loss = w.d_plain * (gan_loss(d_real, True, w.gan_mode, True, w.gan_reduce) + gan_loss(d_fake, False, w.gan_mode, True, w.gan_reduce))
     def g_loss():
         with torch.no_grad(): r = D(xr)[0]
-        D.requires_grad_(False); f = D(xf)[0]; D.requires_grad_(True)
+        with frozen(D): f = D(xf)[0]                                  # D's weights collect no gradient
         T = real.shape[1]
         gv = torch.stack([gradient_variance_loss(fake[:, window_frames(T, k)], real[:, window_frames(T, k)], w.gv_patch, w.gv_mode)
                           for k in range(0, T, 3)]).mean()
@@ -156,17 +156,10 @@ def train_static(data_dir, run_dir,
         for o in opts:
             for g in o.param_groups: g['lr'] = t.lr * lr_factor(epoch, t.epochs_constant, t.epochs_decay)
         t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch)
-        _log_epoch(run_dir/'history.csv', dict(epoch=epoch + 1, train_loss=gl, seconds=round(time.time() - t0, 1)))
+        _append_csv(run_dir/'history.csv', dict(epoch=epoch + 1, train_loss=gl, seconds=round(time.time() - t0, 1)))
         if progress: print(f'static_pix2pixhd epoch {epoch + 1}/{t.epochs}: G loss {gl:.3f}, {time.time() - t0:.0f} s', flush=True)
     atomic_save(dict(config=config_dict(cfg), n_frames=T, G=G.state_dict()), run_dir/'static.pt')
     return StaticVideo(G).eval()
-
-def _log_epoch(path:Path, row:dict):
-    new = not path.exists()
-    with open(path, 'a', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new: w.writeheader()
-        w.writerow(row)
 
 # %% ../nbs/13_phantom_benchmark.ipynb #8f0a20dd
 def _train_minutes(run_dir:Path) -> float:

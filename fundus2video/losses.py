@@ -14,7 +14,8 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['SOBEL_X', 'GREY_WEIGHTS', 'VGG19_FILE', 'VGG19_ENV', 'VGG_SLICES', 'VGG_WEIGHTS', 'patch_gradient_variance',
            'gradient_variance_loss', 'WeightsNotFound', 'find_weights', 'check_sha256', 'VGGPerceptualLoss',
-           'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'generator_objective', 'discriminator_objective']
+           'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'adversarial_and_pixel_terms', 'generator_objective',
+           'discriminator_objective']
 
 # %% ../nbs/06_losses.ipynb #56e1aad6
 SOBEL_X = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
@@ -155,6 +156,21 @@ from .discriminator import KnowledgeAwareDiscriminator, gan_loss, feature_matchi
 from .generator import GeneratorOutput, attention_loss
 from .patchnce import PatchSampleMLP, PatchNCEConfig, patchnce_loss
 
+def adversarial_and_pixel_terms(o,                 # `DiscriminatorOutputs` of D on (CF, real) and (CF, fake), plain and masked
+                                fake:torch.Tensor, # (B,3,H,W) generated window, with its graph
+                                real:torch.Tensor, # (B,3,H,W) real window in [-1,1]
+                                w:LossWeights, vgg:VGGPerceptualLoss=None,
+                               ) -> dict:          # gan, fm, gv, and gan_km, fm_km, vgg, l1 where they apply (unweighted)
+    "The generator's terms that need only D's outputs and the two windows (everything but PatchNCE and attention)."
+    t = dict(gan=gan_loss(o.fake, True, w.gan_mode, False, w.gan_reduce), fm=feature_matching_loss(o.fake, o.real),
+             gv=gradient_variance_loss(fake, real, w.gv_patch, w.gv_mode))
+    if o.fake_km is not None:
+        t['gan_km'] = gan_loss(o.fake_km, True, w.gan_mode, False, w.gan_reduce)
+        t['fm_km'] = feature_matching_loss(o.fake_km, o.real_km) if w.fm_km else None
+    if vgg is not None and w.vgg: t['vgg'] = vgg(fake, real)
+    if w.l1: t['l1'] = F.l1_loss(fake.float(), real.float())
+    return t
+
 def generator_objective(out:GeneratorOutput,      # the generator's output for this window (frames (B,3,H,W), attention)
                         real:torch.Tensor,         # (B,3,H,W) real window in [-1,1]
                         cf:torch.Tensor,           # (B,3,H,W) colour fundus in [-1,1]
@@ -169,13 +185,7 @@ def generator_objective(out:GeneratorOutput,      # the generator's output for t
     "The generator's loss terms for one window; D is frozen, and the passes that need no graph run without one."
     fake = out.frames
     o = D.discriminate_fake(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km, real_km=bool(w.fm_km))
-    t = dict(gan=gan_loss(o.fake, True, w.gan_mode, False, w.gan_reduce), fm=feature_matching_loss(o.fake, o.real),
-             gv=gradient_variance_loss(fake, real, w.gv_patch, w.gv_mode))
-    if o.fake_km is not None:
-        t['gan_km'] = gan_loss(o.fake_km, True, w.gan_mode, False, w.gan_reduce)
-        t['fm_km'] = feature_matching_loss(o.fake_km, o.real_km) if w.fm_km else None
-    if vgg is not None and w.vgg: t['vgg'] = vgg(fake, real)
-    if w.l1: t['l1'] = F.l1_loss(fake.float(), real.float())
+    t = adversarial_and_pixel_terms(o, fake, real, w, vgg)
     if nce_head is not None and w.nce:
         t['nce'] = patchnce_loss(encode, nce_head, cf, fake, real, nce_cfg, km, src_feats=nce_src_feats)['nce']
     if out.attention is not None and km is not None: t['att'] = attention_loss(out.attention, km)
