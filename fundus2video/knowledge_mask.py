@@ -9,8 +9,9 @@ import cv2
 from .data import Study, LESION_TYPES, largest_component, label_image
 
 # %% auto #0
-__all__ = ['DYNAMIC_LESIONS', 'remove_specks', 'knowledge_mask', 'dice', 'iou', 'study_knowledge_mask', 'lesion_union',
-           'km_agreement', 'overlay', 'knowledge_mask_sheet', 'km_breakdown', 'threshold_sweep']
+__all__ = ['DYNAMIC_LESIONS', 'remove_specks', 'knowledge_mask', 'dice', 'iou', 'km_frames', 'video_knowledge_mask',
+           'study_knowledge_mask', 'lesion_union', 'km_agreement', 'overlay', 'knowledge_mask_sheet', 'km_breakdown',
+           'threshold_sweep']
 
 # %% ../nbs/02_knowledge_mask.ipynb #f8b225c4
 def _as_grey(img) -> np.ndarray:
@@ -58,9 +59,21 @@ def iou(a:np.ndarray, b:np.ndarray) -> float:
 # %% ../nbs/02_knowledge_mask.ipynb #12ded7b3
 DYNAMIC_LESIONS = ('leakage', 'nonperfusion', 'drusen')   # lesions whose fluorescence changes between early and late frames
 
+def km_frames(phases:list) -> tuple: # (early index, late index) into the frames
+    "The frames the KM compares: the first venous frame (the first frame if none is labelled venous) and the last."
+    phases = list(phases)
+    return (phases.index('venous') if 'venous' in phases else 0), len(phases) - 1
+
+def video_knowledge_mask(frames,         # (T,H,W) frames, uint8 or float on 0..255
+                         phases:list,    # their T phase labels
+                         fov=None, threshold=45, min_area=0) -> np.ndarray: # (H,W) bool
+    "The knowledge mask of a video: its first venous frame against its last (see `km_frames`)."
+    early, late = km_frames(phases)
+    return knowledge_mask(frames[early], frames[late], fov, threshold, min_area)
+
 def study_knowledge_mask(s:Study, threshold=45, min_area=0, use_fov=False) -> np.ndarray: # (H,W) bool
-    "The knowledge mask of a study, from its first and last frames."
-    return knowledge_mask(s.frames[0], s.frames[-1], s.fov if use_fov else None, threshold, min_area)
+    "The knowledge mask of a study (`video_knowledge_mask` of its frames)."
+    return video_knowledge_mask(s.frames, s.phases, s.fov if use_fov else None, threshold, min_area)
 
 def lesion_union(lesions:dict, names=LESION_TYPES) -> np.ndarray | None:
     "Union of the ground-truth masks in `names` that the study has (None if it has none)."
@@ -96,14 +109,14 @@ def knowledge_mask_sheet(studies:list, # `Study`s
                          threshold=45, min_area=0, use_fov=True,
                          tile=160,     # side of each picture in pixels
                         ) -> np.ndarray: # (rows*tile, 4*tile, 3) uint8
-    "One row per study: CF, first frame, last frame, KM over the last frame (labelled)."
+    "One row per study: CF, the early and the late frame the KM compares, KM over the late frame (labelled)."
     def fit(a): return cv2.resize(a if a.ndim == 3 else np.stack([a] * 3, -1), (tile, tile), interpolation=cv2.INTER_AREA)
     rows = []
     for s in studies:
-        km = study_knowledge_mask(s, threshold, min_area, use_fov)
+        km, (early, late) = study_knowledge_mask(s, threshold, min_area, use_fov), km_frames(s.phases)
         area = km.sum() / max(1, (s.fov if s.fov is not None else np.ones_like(km)).sum())
-        tiles = [label_image(fit(s.cf), s.name[:22]), label_image(fit(s.frames[0]), 'first frame'),
-                 label_image(fit(s.frames[-1]), 'last frame'), label_image(fit(overlay(s.frames[-1], km)), f'KM {100 * area:.1f}% of FOV')]
+        tiles = [label_image(fit(s.cf), s.name[:22]), label_image(fit(s.frames[early]), 'early frame'),
+                 label_image(fit(s.frames[late]), 'late frame'), label_image(fit(overlay(s.frames[late], km)), f'KM {100 * area:.1f}% of FOV')]
         rows.append(np.concatenate(tiles, 1))
     return np.concatenate(rows, 0)
 

@@ -15,7 +15,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from fastprogress.fastprogress import progress_bar
 from .data import Study, StudySet, PHASES, LESION_TYPES, prepare_study, select_frames
-from .knowledge_mask import knowledge_mask
+from .knowledge_mask import knowledge_mask, video_knowledge_mask
 from .phantom import region_curves
 from .pipeline import PipelineConfig, to_unit
 from .rollout import generate_video
@@ -331,7 +331,7 @@ def eval_study(s:Study, size=256, per_phase=4, cfg:PipelineConfig=PipelineConfig
     "A study prepared for evaluation: cropped, resized, the fixed evenly spaced frames, its knowledge mask in `meta['km']`."
     p = prepare_study(s, size, square=cfg.square)
     sel = select_frames(p.phases, per_phase)
-    km = knowledge_mask(p.frames[sel[0]], p.frames[sel[-1]], p.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(p.frames[sel], [p.phases[i] for i in sel], p.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
     return replace(p, frames=p.frames[sel], times=p.times[sel], phases=[p.phases[i] for i in sel],
                    meta={**p.meta, 'km': km, 'selected': sel.tolist()})
 

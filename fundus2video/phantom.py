@@ -14,14 +14,16 @@ from .data import (Study, PHASES, LESION_TYPES, VESSEL_TYPES, check_study, save_
                                write_manifest, assign_splits, patient_of)
 
 # %% auto #0
-__all__ = ['PRESETS', 'PHASE_WINDOWS', 'RIMS', 'ABSORB', 'REFLEX', 'CF_LESIONS', 'MASK_COLOURS', 'PhantomConfig', 'preset_config',
-           'phase_counts', 'frame_schedule', 'dye_curve', 'staining_curve', 'Anatomy', 'sample_anatomy', 'value_noise',
-           'grow_vessel', 'vessel_tree', 'rasterise_vessels', 'vessel_profile', 'light_reflex', 'wall_weight', 'Lesion',
-           'lesion_distance', 'paint_lesion', 'place_lesions', 'lesion_maps', 'cf_background', 'disc_maps',
-           'paint_disc', 'paint_vessels_cf', 'paint_lesions_cf', 'fov_soft', 'camera_cf', 'vessel_maps', 'render_cf',
-           'Circulation', 'sample_circulation', 'arrival_maps', 'ffa_weights', 'lesion_fluorescence', 'ffa_frame',
-           'eye_motion', 'move', 'camera_ffa', 'ground_truth', 'phase_of', 'phantom_times', 'make_phantom',
-           'overlay_masks', 'region_curves', 'arrival', 'write_phantoms']
+__all__ = ['EYE_MOTION', 'PRESETS', 'GRADES', 'LESION_COUNTS', 'PHASE_WINDOWS', 'RIMS', 'ABSORB', 'REFLEX', 'CF_LESIONS',
+           'MASK_COLOURS', 'PhantomConfig', 'preset_config', 'CohortConfig', 'grade_of', 'eye_config', 'phase_counts',
+           'frame_schedule', 'dye_curve', 'staining_curve', 'Anatomy', 'sample_anatomy', 'value_noise', 'grow_vessel',
+           'vessel_tree', 'rasterise_vessels', 'vessel_profile', 'light_reflex', 'wall_weight', 'Lesion',
+           'lesion_distance', 'paint_lesion', 'place_lesions', 'lesion_maps', 'Appearance', 'sample_appearance',
+           'cf_background', 'disc_maps', 'paint_disc', 'paint_vessels_cf', 'paint_lesions_cf', 'fov_soft', 'camera_cf',
+           'vessel_maps', 'render_cf', 'Circulation', 'sample_circulation', 'arrival_maps', 'ffa_weights',
+           'lesion_fluorescence', 'ffa_frame', 'eye_motion', 'move', 'camera_ffa', 'ground_truth', 'phase_of',
+           'phantom_times', 'make_phantom', 'overlay_masks', 'edge_map', 'edge_agreement', 'register_frame',
+           'region_curves', 'arrival', 'cohort_sheet', 'photo_stats', 'write_phantoms']
 
 # %% ../nbs/01_phantom.ipynb #e886cbae
 @dataclass(frozen=True)
@@ -39,9 +41,14 @@ class PhantomConfig:
     n_nonperfusion:int = 1           # zones of capillary dropout, dark in FFA
     lesion_scale:float = 1.0         # multiplies every lesion's size
     severity:float = 1.0             # multiplies leakage brightness and blocking (0..2)
-    max_shift:float = 0.015          # eye motion per frame: largest shift, as a fraction of `size`
-    max_rotation:float = 1.5         # eye motion per frame: largest rotation in degrees
+    max_shift:float = 0.0            # eye motion per frame: largest shift, as a fraction of `size` (0: registered)
+    max_rotation:float = 0.0         # eye motion per frame: largest rotation in degrees (0: registered)
     noise:float = 1.0                # camera noise (0: none; 1: about 2-3 grey levels)
+    pigment:tuple = (0.75, 1.2)      # fundus reflectance (low: darkly pigmented; also dims the choroidal glow)
+    exposure:tuple = (0.8, 1.15)     # colour camera: overall brightness
+    uneven_light:tuple = (0.0, 0.25) # colour camera: strength of a brighter side (uneven illumination)
+    vignetting:tuple = (0.3, 1.3)    # colour camera: darkening towards the rim, times a typical camera's
+    focus:tuple = (0.5, 1.8)         # colour camera: blur, px at 256 px (scaled with `size`)
     arm_retina:tuple = (8.0, 9.5)    # s: injection to the first dye in the central retinal artery
     arterial_fill:tuple = (1.2, 2.0) # s: for the dye front to travel from the disc to the last arteriole
     choroid_lead:tuple = (0.5, 1.5)  # s: the choroidal flush comes this much before the retinal arteries
@@ -61,13 +68,21 @@ class PhantomConfig:
         return cls(**{**dict(n_microaneurysms=0, n_haemorrhages=0, n_exudates=0, n_drusen=0, n_leakage=0, n_nonperfusion=0), **kw})
 
     @classmethod
+    def mild(cls, **kw):
+        "Mild disease: a few small lesions and one faint leak."
+        return cls(**{**dict(n_microaneurysms=4, n_haemorrhages=1, n_exudates=0, n_drusen=4, n_leakage=1,
+                             n_nonperfusion=0, lesion_scale=0.8, severity=0.6), **kw})
+
+    @classmethod
     def severe(cls, **kw):
         "Severe disease: many, larger lesions and strong leakage."
         return cls(**{**dict(n_microaneurysms=30, n_haemorrhages=10, n_exudates=5, n_drusen=16, n_leakage=4,
                              n_nonperfusion=2, lesion_scale=1.3, severity=1.5), **kw})
 
+EYE_MOTION = dict(max_shift=0.015, max_rotation=1.5)   # opt-in: frames that drift against the CF, as before registration
+
 # %% ../nbs/01_phantom.ipynb #9c8f259d
-PRESETS = ('healthy', 'moderate', 'severe')
+PRESETS = ('healthy', 'mild', 'moderate', 'severe')
 
 def preset_config(name='moderate', # one of `PRESETS`
                   **kw,            # any `PhantomConfig` field, e.g. size=128, n_frames=6
@@ -76,8 +91,39 @@ def preset_config(name='moderate', # one of `PRESETS`
     if name not in PRESETS: raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}")
     return PhantomConfig(**kw) if name == 'moderate' else getattr(PhantomConfig, name)(**kw)
 
+# %% ../nbs/01_phantom.ipynb #d2d1b89a
+GRADES = ('healthy', 'mild', 'moderate', 'severe')
+LESION_COUNTS = ('n_microaneurysms', 'n_haemorrhages', 'n_exudates', 'n_drusen', 'n_leakage', 'n_nonperfusion')
+
+@dataclass(frozen=True)
+class CohortConfig:
+    "A clinic-like mix of eyes: each seed draws a grade, then its own lesion counts around that grade's."
+    base:PhantomConfig = PhantomConfig()   # everything but the lesions: size, frames, timing, appearance, motion
+    mix:tuple = (0.3, 0.25, 0.25, 0.2)     # shares of healthy, mild, moderate and severe eyes
+
+    def __post_init__(self):
+        if len(self.mix) != len(GRADES) or min(self.mix) < 0 or not math.isclose(sum(self.mix), 1, abs_tol=1e-6):
+            raise ValueError(f"mix gives the shares of {', '.join(GRADES)}: 4 non-negative numbers adding up to 1, not {self.mix}")
+
+def grade_of(cfg:PhantomConfig) -> str:
+    "The preset whose lesions `cfg` has ('healthy', 'mild', 'moderate', 'severe'), or 'custom'."
+    keys = LESION_COUNTS + ('lesion_scale', 'severity')
+    return next((g for g in GRADES if all(getattr(cfg, k) == getattr(preset_config(g), k) for k in keys)), 'custom')
+
+def eye_config(cfg, # a `PhantomConfig` (returned as it is) or a `CohortConfig` (the seed draws the eye)
+               seed:int) -> tuple: # (PhantomConfig, grade)
+    "The `PhantomConfig` of one eye and its grade."
+    if isinstance(cfg, PhantomConfig): return cfg, grade_of(cfg)
+    rng = np.random.default_rng([seed, 99])
+    grade = GRADES[rng.choice(len(GRADES), p=np.asarray(cfg.mix) / sum(cfg.mix))]
+    g = preset_config(grade)
+    counts = {k: int(rng.poisson(getattr(g, k))) for k in LESION_COUNTS}
+    if grade != 'healthy': counts['n_leakage'] = max(counts['n_leakage'], 1)   # a diseased eye leaks somewhere
+    return replace(cfg.base, **counts, lesion_scale=g.lesion_scale * float(rng.uniform(0.85, 1.15)),
+                   severity=g.severity * float(rng.uniform(0.8, 1.2))), grade
+
 # %% ../nbs/01_phantom.ipynb #3960a1a6
-PHASE_WINDOWS = {'arterial': (10.5, 20.), 'venous': (20., 60.), 'late': (180., 630.)}  # s after injection
+PHASE_WINDOWS = {'arterial': (7., 20.), 'venous': (20., 60.), 'late': (180., 630.)}  # s after injection
 
 def phase_counts(n_frames:int) -> tuple:
     "How many of `n_frames` go to the arterial, venous and late phases."
@@ -86,11 +132,11 @@ def phase_counts(n_frames:int) -> tuple:
 
 def frame_schedule(n_frames=12, # number of frames
                   ) -> tuple:   # (times (T,) s after injection, phases list of T labels)
-    "Default frame times and phase labels: log-spaced inside each phase's window."
+    "Default frame times and phase labels: log-spaced inside each phase's window, the first at the arterial window's start."
     times, phases = [], []
     for ph, k in zip(PHASES, phase_counts(n_frames)):
-        a, b = PHASE_WINDOWS[ph]
-        times += [a * (b / a) ** ((i + 0.5) / k) for i in range(k)]; phases += [ph] * k
+        (a, b), off = PHASE_WINDOWS[ph], 0 if ph == 'arterial' else 0.5   # the first arterial frame: before the dye
+        times += [a * (b / a) ** ((i + off) / k) for i in range(k)]; phases += [ph] * k
     return np.array(times), phases
 
 # %% ../nbs/01_phantom.ipynb #8b4bf551
@@ -434,19 +480,35 @@ def _gauss(an:Anatomy, centre, sigma_dd) -> np.ndarray:
     X, Y = _grid(an.size)
     return np.exp(-((X - centre[0]) ** 2 + (Y - centre[1]) ** 2) / (2 * (sigma_dd * an.dd) ** 2))
 
-def cf_background(an:Anatomy, rng:np.random.Generator) -> np.ndarray: # (S,S,3) float32 RGB in [0,1]
+@dataclass
+class Appearance:
+    "How one eye and its photo look; the defaults are a typical eye and camera."
+    pigment:float = 1.      # fundus reflectance: < 1 darkly pigmented, > 1 blond
+    exposure:float = 1.     # overall brightness of the colour photo
+    uneven:float = 0.       # one side of the photo brighter by this fraction
+    light_angle:float = 0.  # radians: the direction of the brighter side
+    vignetting:float = 1.   # darkening towards the rim, times a typical camera's
+    focus:float = 0.6       # blur of the colour photo, px at 256 px
+
+def sample_appearance(cfg:PhantomConfig, rng:np.random.Generator) -> Appearance:
+    "Draw one eye's pigmentation and its photo's exposure, illumination, vignetting and focus from the config's ranges."
+    u = lambda r: float(rng.uniform(*r))
+    return Appearance(u(cfg.pigment), u(cfg.exposure), u(cfg.uneven_light), u((0, 2 * math.pi)), u(cfg.vignetting), u(cfg.focus))
+
+def cf_background(an:Anatomy, rng:np.random.Generator, look:Appearance=None) -> np.ndarray: # (S,S,3) float32 RGB in [0,1]
     "Fundus reflectance: pigmentation, choroidal pattern, mottling, vignetting, darker macula and fovea."
-    S, rr = an.size, _radius(an)
+    S, rr, look = an.size, _radius(an), look or Appearance()
     base = np.array([rng.uniform(0.88, 0.96), rng.uniform(0.38, 0.48), rng.uniform(0.26, 0.34)], np.float32)
+    base *= np.array([look.pigment ** 0.6, look.pigment ** 1.3, look.pigment ** 1.3], np.float32)  # melanin: browner, darker
     ridge = (1 - np.abs(2 * value_noise((S, S), S / an.dd * 0.8, rng, 2) - 1)) ** 1.5  # choroidal vessels
-    tig = rng.uniform(0.03, 0.12) * (0.3 + rr ** 2) * (1 - _gauss(an, an.fovea, 1.2))
+    tig = rng.uniform(0.03, 0.12) * look.pigment * (0.3 + rr ** 2) * (1 - _gauss(an, an.fovea, 1.2))
     mottle = value_noise((S, S), S / 4, rng, 2) - 0.5
     light = 1 + 0.1 * (value_noise((S, S), 2, rng, 1) - 0.5) + 0.1 * _gauss(an, an.disc, 0.8)
     mac, fov = _gauss(an, an.fovea, 0.8), _gauss(an, an.fovea, 0.18)
     img = np.empty((S, S, 3), np.float32)
     for ch, (vig, mk, fk) in enumerate([(0.3, 0.1, 0.12), (0.55, 0.3, 0.3), (0.55, 0.3, 0.3)]):
-        img[..., ch] = base[ch] * light * (1 - vig * np.clip(rr, 0, 1.2) ** 2.5) * (1 - mk * mac) * (1 - fk * fov) \
-                       * (1 + tig * (ridge - 0.5) * (1.5 if ch else 1) + 0.05 * mottle)
+        img[..., ch] = base[ch] * light * (1 - min(0.95, vig * look.vignetting) * np.clip(rr, 0, 1.2) ** 2.5) \
+                       * (1 - mk * mac) * (1 - fk * fov) * (1 + tig * (ridge - 0.5) * (1.5 if ch else 1) + 0.05 * mottle)
     return img + 0.15 * _gauss(an, an.fovea, 0.035)[..., None]          # foveal reflex
 
 # %% ../nbs/01_phantom.ipynb #da420448
@@ -498,9 +560,16 @@ def fov_soft(an:Anatomy) -> np.ndarray: # (S,S) float32 in [0,1]
     "The camera's round field stop, with a one-pixel soft edge."
     return np.clip((1 - _radius(an)) * an.fov_r + 0.5, 0, 1)
 
-def camera_cf(img:np.ndarray, an:Anatomy, rng, noise=1.) -> np.ndarray: # (S,S,3) uint8
-    "Photograph: a slight optical blur, sensor noise, the black surround, 8 bits."
-    img = cv2.GaussianBlur(img, (0, 0), 0.6)
+def _light_field(an:Anatomy, look:Appearance) -> np.ndarray: # (S,S) float32 around `look.exposure`
+    "The flash's illumination: the exposure, brighter towards one side when it is uneven."
+    X, Y = _grid(an.size)
+    side = ((X - an.fov_c[0]) * math.cos(look.light_angle) + (Y - an.fov_c[1]) * math.sin(look.light_angle)) / an.fov_r
+    return look.exposure * (1 + look.uneven * np.clip(side, -1.2, 1.2))
+
+def camera_cf(img:np.ndarray, an:Anatomy, rng, noise=1., look:Appearance=None) -> np.ndarray: # (S,S,3) uint8
+    "Photograph: illumination, optical blur, sensor noise, the black surround, 8 bits."
+    look = look or Appearance()
+    img = cv2.GaussianBlur(img * _light_field(an, look)[..., None], (0, 0), look.focus * an.size / 256)
     img = img + rng.normal(0, 0.008 * noise, img.shape).astype(np.float32)
     return (np.clip(img * fov_soft(an)[..., None], 0, 1) * 255).round().astype(np.uint8)
 
@@ -515,10 +584,10 @@ def vessel_maps(an:Anatomy, rng:np.random.Generator,
         out[kind] = dict(d=d, r=r, s=s, cov=vessel_profile(d, r), reflex=light_reflex(d, r), wall=wall_weight(d, r))
     return out
 
-def render_cf(an:Anatomy, rng, vessels:dict, maps:dict, disc, cup, noise=1.) -> np.ndarray: # (S,S,3) uint8
+def render_cf(an:Anatomy, rng, vessels:dict, maps:dict, disc, cup, noise=1., look:Appearance=None) -> np.ndarray: # (S,S,3) uint8
     "The colour fundus photo: background, disc, lesions, vessels, camera."
-    img = paint_disc(cf_background(an, rng), an, disc, cup)
-    return camera_cf(paint_vessels_cf(paint_lesions_cf(img, maps), vessels), an, rng, noise)
+    img = paint_disc(cf_background(an, rng, look), an, disc, cup)
+    return camera_cf(paint_vessels_cf(paint_lesions_cf(img, maps), vessels), an, rng, noise, look)
 
 # %% ../nbs/01_phantom.ipynb #1b09bab4
 @dataclass
@@ -541,14 +610,14 @@ def arrival_maps(circ:Circulation, vessels:dict, an:Anatomy, rng) -> dict:
                 t_ch=circ.arm_retina - circ.choroid_lead + 1.0 * lobules)
 
 # %% ../nbs/01_phantom.ipynb #df947179
-def ffa_weights(an:Anatomy, rng, vessels:dict, maps:dict, disc, cup, severity=1.) -> dict:
+def ffa_weights(an:Anatomy, rng, vessels:dict, maps:dict, disc, cup, severity=1., pigment=1.) -> dict:
     "Static (S,S) float32 weights of every fluorescent compartment of one eye."
     nonp = maps['nonperfusion']
     rpe = 1 - 0.45 * _gauss(an, an.fovea, 0.7) - 0.3 * _gauss(an, an.fovea, 0.2)    # pigment filters the choroid
     faz = np.clip((_fovea_dist(an) - 0.22) / 0.1, 0, 1)                            # foveal avascular zone
     pattern = 0.8 + 0.4 * value_noise((an.size, an.size), an.size / an.dd * 3, rng, 2)
     return dict(
-        chor=0.3 * rpe * pattern * (1 - 0.35 * nonp) * (1 - disc), cap=0.1 * faz * (1 - nonp),
+        chor=0.3 * pigment ** 1.5 * rpe * pattern * (1 - 0.35 * nonp) * (1 - disc), cap=0.1 * faz * (1 - nonp),
         stain=0.3 * (0.5 + 0.5 * rpe) * (1 - 0.5 * nonp) * (1 - disc),
         cov_a=vessels['artery']['cov'], cov_v=vessels['vein']['cov'], wall=vessels['vein']['wall'],
         disc_cap=0.35 * disc, disc_stain=(0.45 + 0.35 * cup) * disc,
@@ -622,24 +691,24 @@ def phantom_times(cfg:PhantomConfig, rng) -> tuple:
     t, ph = frame_schedule(cfg.n_frames)
     return np.sort(t * np.exp(rng.uniform(-0.03, 0.03, len(t)))), ph
 
-def make_phantom(cfg:PhantomConfig=None, # None: the default (moderate disease)
+def make_phantom(cfg:PhantomConfig=None, # None: the default (moderate disease); a `CohortConfig`: the seed draws the eye
                  seed:int=0,             # same seed, same eye, identical arrays
                  name:str=None,          # default 'phantom_{seed:04d}'
                 ) -> Study:
     "A synthetic study: colour fundus, FFA frames over ten minutes, and the ground truth it was drawn from."
-    cfg = cfg or PhantomConfig()
-    r_eye, r_les, r_ves, r_cam, rng = [np.random.default_rng([seed, k]) for k in range(5)]  # one stream per part
-    an, circ = sample_anatomy(cfg, r_eye), sample_circulation(cfg, r_eye)
+    cfg, grade = eye_config(cfg or PhantomConfig(), seed)
+    r_eye, r_les, r_ves, r_cam, rng, r_look = [np.random.default_rng([seed, k]) for k in range(6)]  # one stream per part
+    an, circ, look = sample_anatomy(cfg, r_eye), sample_circulation(cfg, r_eye), sample_appearance(cfg, r_look)
     maps = lesion_maps(place_lesions(cfg, an, r_les), cfg.size)
     ves = vessel_maps(an, r_ves, maps['nonperfusion'] > 0.5)
     disc, cup, disc_gt = disc_maps(an)
-    cf = render_cf(an, r_cam, ves, maps, disc, cup, cfg.noise)
+    cf = render_cf(an, r_cam, ves, maps, disc, cup, cfg.noise, look)
     times, phases = phantom_times(cfg, rng)
-    w, arr = ffa_weights(an, rng, ves, maps, disc, cup, cfg.severity), arrival_maps(circ, ves, an, rng)
+    w, arr = ffa_weights(an, rng, ves, maps, disc, cup, cfg.severity, look.pigment), arrival_maps(circ, ves, an, rng)
     motion = eye_motion(len(times), cfg, rng)
     frames = np.stack([camera_ffa(move(ffa_frame(w, arr, circ, t), an, m), an, rng, cfg.noise) for t, m in zip(times, motion)])
-    meta = dict(config=asdict(cfg), laterality=an.laterality, seed=seed, motion=motion, circulation=asdict(circ),
-                disc_xy=an.disc, fovea_xy=an.fovea, disc_diameter_px=an.dd)
+    meta = dict(config=asdict(cfg), grade=grade, laterality=an.laterality, seed=seed, motion=motion, circulation=asdict(circ),
+                appearance=asdict(look), disc_xy=an.disc, fovea_xy=an.fovea, disc_diameter_px=an.dd)
     return check_study(Study(cf, frames, times, phases, _radius(an) <= 1, ground_truth(an, ves, maps, disc_gt),
                              name or f'phantom_{seed:04d}', f'phantom seed={seed}', meta))
 
@@ -654,6 +723,33 @@ def overlay_masks(img:np.ndarray, masks:dict, names=None, alpha=0.55) -> np.ndar
     for k in names or masks:
         m = masks[k]; out[m] = (1 - alpha) * out[m] + alpha * np.array(MASK_COLOURS[k], np.float32)
     return out.round().astype(np.uint8)
+
+# %% ../nbs/01_phantom.ipynb #00cd4e92
+def edge_map(img:np.ndarray,  # (H,W) grey or (H,W,3) RGB (green is used), 0..255
+             fov:np.ndarray,  # (H,W) bool field of view
+            ) -> np.ndarray:  # (H,W) float32, zero mean and unit spread inside the FOV, 0 outside
+    "Normalised edge strength (Sobel magnitude of the smoothed green channel) inside the FOV."
+    g = cv2.GaussianBlur((img[..., 1] if img.ndim == 3 else img).astype(np.float32), (0, 0), 1.5 * img.shape[0] / 256)
+    m = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    inner = cv2.erode(fov.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0       # the FOV's own rim is not structure
+    return np.where(inner, (m - m[inner].mean()) / (m[inner].std() + 1e-6), 0).astype(np.float32)
+
+def edge_agreement(a, b, fov) -> float:
+    "Correlation of the edge maps of two images inside the FOV (1: the same structure in the same places)."
+    ea, eb, m = edge_map(a, fov), edge_map(b, fov), edge_map(a, fov) != 0
+    return float(np.corrcoef(ea[m], eb[m])[0, 1])
+
+def register_frame(cf:np.ndarray,    # (H,W,3) colour fundus, the reference
+                   frame:np.ndarray, # (H,W) angiogram frame of the same eye
+                   fov:np.ndarray,   # (H,W) bool field of view of the CF
+                  ) -> tuple:        # (registered frame (H,W) like `frame`, (2,3) rigid warp, True if ECC converged)
+    "Rotate and shift `frame` onto `cf` by maximising the correlation of their edge maps (ECC)."
+    warp, crit = np.eye(2, 3, dtype=np.float32), (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    try: _, warp = cv2.findTransformECC(edge_map(cf, fov), edge_map(frame, fov), warp, cv2.MOTION_EUCLIDEAN, crit, None, 5)
+    except cv2.error: return frame.copy(), np.eye(2, 3, dtype=np.float32), False     # no structure to align
+    H, W = frame.shape[:2]
+    out = cv2.warpAffine(frame.astype(np.float32), warp, (W, H), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP)
+    return np.clip(out, 0, 255).round().astype(frame.dtype), warp, True
 
 # %% ../nbs/01_phantom.ipynb #acada538
 def region_curves(s:Study) -> dict:
@@ -671,19 +767,45 @@ def arrival(t:np.ndarray, curve:np.ndarray) -> float:
     "When a curve first reaches half its rise above the first frame (s); use a vessel's excess over the background."
     lo = curve[0]; return float(t[np.argmax(curve >= lo + 0.5 * (curve.max() - lo))])
 
+# %% ../nbs/01_phantom.ipynb #166d5f63
+def cohort_sheet(studies:list, # `Study`s, e.g. from a `CohortConfig`
+                 tile=128,     # side of each picture in pixels
+                ) -> np.ndarray: # (2*tile, len(studies)*tile, 3) uint8
+    "Colour photos (labelled with their grade) above their last angiogram frames, one column per eye."
+    from fundus2video.data import label_image
+    fit = lambda a: cv2.resize(a if a.ndim == 3 else np.stack([a] * 3, -1), (tile, tile), interpolation=cv2.INTER_AREA)
+    cols = [np.concatenate([label_image(fit(s.cf), f"{s.meta.get('grade') or ''} {s.meta.get('laterality', '')}"),
+                            label_image(fit(s.frames[-1]), f'{s.times[-1] / 60:.1f} min')], 0) for s in studies]
+    return np.concatenate(cols, 1)
+
+# %% ../nbs/01_phantom.ipynb #23a323c2
+def photo_stats(img:np.ndarray) -> dict: # img: (H,W,3) uint8 RGB colour fundus photo
+    "Mean R, G, B in the FOV, vignetting (rim / centre green) and sharpness (Laplacian spread of green at 256 px)."
+    from fundus2video.data import fov_mask
+    fov = fov_mask(img)
+    ys, xs = np.nonzero(fov); r = np.hypot(*np.mgrid[:img.shape[0], :img.shape[1]] - np.array([ys.mean(), xs.mean()])[:, None, None])
+    r = r / math.sqrt(fov.sum() / math.pi)
+    g, small = img[..., 1].astype(np.float32), cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)
+    inner = cv2.resize(fov.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST) > 0
+    inner = cv2.erode(inner.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0            # away from the rim's edge
+    R, G, B = img[fov].reshape(-1, 3).mean(0)
+    return dict(red=float(R), green=float(G), blue=float(B),
+                vignetting=float(g[fov & (r > 0.8) & (r < 0.95)].mean() / g[fov & (r < 0.3)].mean()),
+                sharpness=float(cv2.Laplacian(small[..., 1].astype(np.float32), cv2.CV_32F)[inner].std()))
+
 # %% ../nbs/01_phantom.ipynb #ebee25e1
 def write_phantoms(out_dir,                # data folder (created if needed)
                    n:int,                  # number of studies
-                   cfg:PhantomConfig=None, # None: moderate disease
+                   cfg:PhantomConfig|CohortConfig=None, # None: the clinic-like `CohortConfig()`
                    seed=0,                 # study i has seed `seed + i` and name phantom_{seed+i:04d}
                    progress=False,         # print one line per study
                   ) -> list:               # the study folders
     "Write `n` phantom studies and a `manifest.csv` with a train/valid/test split."
-    out_dir = Path(out_dir); paths = []
+    out_dir, cfg, paths = Path(out_dir), cfg or CohortConfig(), []
     for i in range(n):
         s = make_phantom(cfg, seed + i)
         paths.append(save_study(s, out_dir / s.name))
-        if progress: print(f"{i + 1}/{n} {s.name}", flush=True)
+        if progress: print(f"{i + 1}/{n} {s.name} ({s.meta['grade']})", flush=True)
     names = [p.name for p in paths]
     split = assign_splits([patient_of(x) for x in names], seed=seed)
     write_manifest(out_dir, [dict(study=x, patient=patient_of(x), split=split[patient_of(x)]) for x in names])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
 from .data import Study, StudySet, load_study, prepare_study, select_frames
-from .knowledge_mask import knowledge_mask
+from .knowledge_mask import knowledge_mask, video_knowledge_mask
 
 # %% auto #0
 __all__ = ['AugmentConfig', 'PipelineConfig', 'random_square_crop', 'joint_augment', 'to_unit', 'StudyDataset', 'pad_frames',
@@ -93,7 +93,7 @@ def pad_frames(idx:np.ndarray, pad_to:int|None) -> tuple:
 def make_item(s:Study, cfg:PipelineConfig, rng:np.random.Generator=None) -> dict:
     "One training item from a prepared study: frames selected, KM computed, augmented if `rng` is given."
     sel = select_frames(s.phases, cfg.per_phase, rng)
-    km = knowledge_mask(s.frames[sel[0]], s.frames[sel[-1]], s.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(s.frames[sel], [s.phases[i] for i in sel], s.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
     idx, valid = pad_frames(sel, cfg.pad_to)
     stack = torch.cat([to_unit(s.cf).permute(2, 0, 1), to_unit(s.frames[idx]),
                        torch.from_numpy(np.stack([s.fov, km])).float()])
