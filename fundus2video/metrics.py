@@ -8,6 +8,7 @@ import hashlib, json, math, os, re, warnings, zipfile
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
+import cv2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,12 +24,13 @@ from .rollout import generate_video
 # %% auto #0
 __all__ = ['CURVE_REGIONS', 'ALEXNET_FILE', 'I3D_MIXED', 'FVD_FRAMES', 'FVD_SIZE', 'I3D_FILES', 'SUMMED', 'SUMMARY_ROWS',
            'uint8_to_unit', 'signed_to_unit', 'psnr', 'ssim_map', 'masked_mean', 'frame_scores', 'nanmean',
-           'phase_means', 'arrival_time', 'leakage_area', 'tic_curves', 'clinical_scores', 'WeightsNotFound',
-           'find_weights', 'sha256', 'make_lpips', 'check_hash_in_name', 'load_lpips', 'lpips_video',
-           'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame', 'InceptionModule', 'i3d_layers', 'InceptionI3d',
-           'fvd_clip', 'i3d_features', 'is_torchscript', 'load_i3d', 'eval_study', 'mean_video', 'baseline_videos',
-           'video_metrics', 'aggregate', 'fvd_scores', 'jsonable', 'write_metrics_json', 'generate_for',
-           'evaluate_generator', 'print_summary', 'plot_curves']
+           'phase_means', 'arrival_time', 'leakage_area', 'tic_curves', 'clinical_scores', 'vesselness',
+           'vessel_segmentation', 'vessel_frames', 'vessel_agreement', 'false_leakage', 'is_healthy',
+           'structure_scores', 'WeightsNotFound', 'find_weights', 'sha256', 'make_lpips', 'check_hash_in_name',
+           'load_lpips', 'lpips_video', 'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame', 'InceptionModule',
+           'i3d_layers', 'InceptionI3d', 'fvd_clip', 'i3d_features', 'is_torchscript', 'load_i3d', 'eval_study',
+           'mean_video', 'baseline_videos', 'video_metrics', 'aggregate', 'fvd_scores', 'jsonable',
+           'write_metrics_json', 'generate_for', 'evaluate_generator', 'print_summary', 'plot_curves']
 
 # %% ../nbs/09_metrics.ipynb #c7bf8177
 def uint8_to_unit(a:np.ndarray) -> np.ndarray: # (...) uint8 0..255 -> float64 in [0,1]
@@ -92,11 +94,13 @@ CURVE_REGIONS = ('artery', 'vein', 'leakage', 'background')   # regions of the t
 
 def arrival_time(curve:np.ndarray,   # (T,) mean intensity per frame
                  times=None,         # (T,) seconds; None (or any NaN): frame units 0..T-1
+                 phases=None,        # (T,) phase labels; with them the rise is measured over the non-late frames
                 ) -> float:          # s (or frames); NaN when the curve never rises
-    "When a curve first reaches half its rise above its first value, linearly interpolated."
+    "When a curve first reaches half its first-pass rise above its first value, linearly interpolated."
     c = np.asarray(curve, np.float64)
     t = np.arange(len(c), dtype=np.float64) if times is None or np.isnan(times).any() else np.asarray(times, np.float64)
-    lo, hi = c[0], c.max()
+    early = c if phases is None or all(p == 'late' for p in phases) else c[[p != 'late' for p in phases]]
+    lo, hi = c[0], early.max()
     if not hi > lo + 1e-9: return float('nan')
     level = lo + 0.5 * (hi - lo)
     k = int(np.argmax(c >= level))                                   # first frame at or above the level (k >= 1)
@@ -131,12 +135,77 @@ def clinical_scores(s:Study,           # a prepared study (its frames are the re
     if cr is None: return out
     arr = {}
     for k in CURVE_REGIONS:
-        a, b = arrival_time(cr[k], s.times), arrival_time(cf[k], s.times)
+        a, b = arrival_time(cr[k], s.times, s.phases), arrival_time(cf[k], s.times, s.phases)
         arr[k] = dict(real=a, fake=b, error=b - a)
     out.update(curves={k: {'real': cr[k], 'fake': cf[k]} for k in CURVE_REGIONS}, arrival=arr,
                tic_mae=nanmean([np.abs(cr[k] - cf[k]).mean() for k in CURVE_REGIONS]),
                arrival_mae=nanmean([abs(v['error']) for v in arr.values()]),
                arrival_missed=sum(math.isnan(v['fake']) and not math.isnan(v['real']) for v in arr.values()))
+    return out
+
+# %% ../nbs/09_metrics.ipynb #a4880ebf
+def vesselness(frame:np.ndarray, # (H,W) frame on 0..255
+               fov:np.ndarray,   # (H,W) bool
+              ) -> np.ndarray:   # (H,W) float, 0 outside the FOV (eroded by 2 px)
+    "Frangi vesselness of bright vessels, at scales of 1-2 px per 128 px of image."
+    from skimage.filters import frangi
+    k = frame.shape[0] / 128
+    v = frangi(np.asarray(frame, np.float64) / 255, sigmas=(k, 1.5 * k, 2 * k), black_ridges=False)
+    return np.where(cv2.erode(fov.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0, v, 0)
+
+def vessel_segmentation(frame:np.ndarray, fov:np.ndarray, area:int) -> np.ndarray: # (H,W) bool
+    "The `area` most vessel-like pixels of the FOV (ties included)."
+    v = vesselness(frame, fov)
+    thr = np.partition(v[fov].ravel(), -area)[-area]
+    return (v >= thr) & (v > 0) & fov
+
+def vessel_frames(s:Study, min_excess=10.) -> list:
+    "Indices of the arterial and venous frames in which the real video's vessels outshine the background by `min_excess` grey levels."
+    ves = s.lesions['artery'] | s.lesions['vein']
+    bg = s.fov & ~(cv2.dilate(ves.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0)
+    return [i for i, p in enumerate(s.phases) if p in ('arterial', 'venous')
+            and s.frames[i][ves].mean() - s.frames[i][bg].mean() > min_excess]
+
+# %% ../nbs/09_metrics.ipynb #a23b2540
+def _dice(a, b) -> float: s = a.sum() + b.sum(); return 1. if s == 0 else float(2 * (a & b).sum() / s)
+
+def vessel_agreement(s:Study,          # a prepared study with vessel ground truth (`artery`, `vein`)
+                     video:np.ndarray, # (T,H,W) video on 0..255 to score (the study's own frames: the ceiling)
+                    ) -> float:        # mean Dice over `vessel_frames(s)`; NaN if there are none
+    "Dice of the vessel segmentation of `video`'s frames with the ground-truth vessels."
+    ves = (s.lesions['artery'] | s.lesions['vein']) & s.fov
+    idx = vessel_frames(s)
+    return nanmean([_dice(vessel_segmentation(video[i], s.fov, int(ves.sum())), ves) for i in idx]) if idx else float('nan')
+
+def false_leakage(frames:np.ndarray, # (T,H,W) late frames on 0..255
+                  fov:np.ndarray,    # (H,W) bool
+                  exclude=None,      # (H,W) bool, e.g. the optic disc, which stains in every eye
+                  excess=25.,        # grey levels above the local background that count
+                 ) -> float:         # mean over the frames of the leak-like share of the FOV
+    "Share of the FOV that looks like leakage: blobs brighter than the local background by more than `excess`."
+    k = (frames.shape[-1] // 6) | 1
+    out = []
+    for f in np.asarray(frames, np.float32):
+        f8 = np.clip(f, 0, 255).astype(np.uint8)
+        bg = cv2.medianBlur(np.where(fov, f8, np.uint8(np.median(f8[fov]))), k).astype(np.float32)
+        m = cv2.morphologyEx((((f - bg) > excess) & fov).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
+        out.append((m & ~exclude if exclude is not None else m).sum() / max(int(fov.sum()), 1))
+    return float(np.mean(out))
+
+def is_healthy(s:Study) -> bool | None:
+    "True if the ground truth has no lesion at all, False if it has one, None without ground truth."
+    if not set(LESION_TYPES) <= set(s.lesions): return None
+    return not any(s.lesions[k].any() for k in LESION_TYPES)
+
+def structure_scores(s:Study, fake:np.ndarray) -> dict: # fake: (T,H,W) on 0..255
+    "Vessel agreement (and the real video's, the ceiling) where there is vessel ground truth; false leakage on healthy eyes."
+    out = {}
+    if {'artery', 'vein'} <= set(s.lesions):
+        out.update(vessel_dice=vessel_agreement(s, fake), vessel_dice_real=vessel_agreement(s, s.frames))
+    if is_healthy(s):
+        late = [i for i, p in enumerate(s.phases) if p == 'late'] or [s.n_frames - 1]
+        disc = cv2.dilate(s.lesions['disc'].astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 if 'disc' in s.lesions else None
+        out.update(false_leak=false_leakage(np.asarray(fake)[late], s.fov, disc), false_leak_real=false_leakage(s.frames[late], s.fov, disc))
     return out
 
 # %% ../nbs/09_metrics.ipynb #8ce05934
@@ -368,11 +437,12 @@ def video_metrics(s:Study,          # a prepared evaluation study (`eval_study`)
                **{k: nanmean(v) for k, v in sc.items()}, per_phase=phase_means(sc, s.phases), per_frame=sc)
     if official: out['psnr_official'] = nanmean([psnr(r, f, official=True) for r, f in zip(real, fake)])
     if lpips_model is not None: out['lpips'] = nanmean(lpips_video(lpips_model, real, fake))
-    return {**out, **clinical_scores(s, fake * 255.)}
+    return {**out, **clinical_scores(s, fake * 255.), **structure_scores(s, fake * 255.)}
 
 # %% ../nbs/09_metrics.ipynb #02991d28
 SUMMED = ('psnr', 'psnr_fov', 'psnr_km', 'psnr_official', 'ssim', 'ssim_fov', 'ssim_km', 'lpips',
-          'tic_mae', 'arrival_mae', 'leak_area_mae')   # per-video scalars averaged over videos
+          'tic_mae', 'arrival_mae', 'leak_area_mae', 'vessel_dice', 'vessel_dice_real',
+          'false_leak', 'false_leak_real')   # per-video scalars averaged over the videos that have them
 
 def aggregate(videos:list) -> dict:
     "Per-video scores averaged over videos, per phase, and arrival-time MAE per region."
@@ -468,8 +538,9 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
 SUMMARY_ROWS = (('psnr', 'PSNR dB', 1), ('psnr_official', 'PSNR dB (official)', 1), ('ssim', 'SSIM', 1),
                 ('psnr_km', 'PSNR in KM', 1), ('ssim_km', 'SSIM in KM', 1), ('lpips', 'LPIPS', -1),
                 ('fvd', 'FVD', -1), ('tic_mae', 'time-intensity MAE', -1), ('arrival_mae', 'arrival MAE', -1),
-                ('arrival_missed', 'arrivals missed', -1),
-                ('leak_area_mae', 'leak area MAE', -1))   # key, label, +1 higher is better / -1 lower
+                ('arrival_missed', 'arrivals missed', -1), ('leak_area_mae', 'leak area MAE', -1),
+                ('vessel_dice', 'vessel agreement', 1), ('vessel_dice_real', '  (real video)', 1),
+                ('false_leak', 'false leakage', -1))   # key, label, +1 higher is better / -1 lower
 
 def _fmt(v): return '-' if v is None else f'{v:.4g}'
 
