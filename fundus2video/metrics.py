@@ -16,7 +16,7 @@ from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from fastprogress.fastprogress import progress_bar
 from .data import Study, StudySet, PHASES, LESION_TYPES, prepare_study, select_frames
-from .knowledge_mask import knowledge_mask, video_knowledge_mask
+from .knowledge_mask import km_frames, video_knowledge_mask
 from .phantom import region_curves
 from .pipeline import PipelineConfig, to_unit
 from .rollout import generate_video
@@ -110,9 +110,11 @@ def arrival_time(curve:np.ndarray,   # (T,) mean intensity per frame
 def leakage_area(frames:np.ndarray,  # (T,H,W) video on 0..255 (uint8 or float)
                  fov:np.ndarray,     # (H,W) bool field of view
                  threshold=45.,      # grey levels of rise that count (the KM threshold)
-                ) -> np.ndarray:     # (T,) fraction of the FOV, 0 at the first frame
-    "Fraction of the FOV brighter than the first frame by more than `threshold`, per frame."
-    rise = np.asarray(frames, np.float32) - np.asarray(frames[0], np.float32)
+                 phases=None,        # (T,) phase labels: the reference is the KM's early frame (`km_frames`); None: the first
+                ) -> np.ndarray:     # (T,) fraction of the FOV, 0 at the reference frame
+    "Fraction of the FOV brighter than the KM's early frame by more than `threshold`, per frame."
+    ref = km_frames(phases)[0] if phases is not None else 0
+    rise = np.asarray(frames, np.float32) - np.asarray(frames[ref], np.float32)
     return ((rise > threshold) & fov).sum((1, 2)) / max(int(fov.sum()), 1)
 
 def tic_curves(s:Study,          # a prepared study with ground-truth lesions (phantoms have them)
@@ -129,7 +131,7 @@ def clinical_scores(s:Study,           # a prepared study (its frames are the re
                     threshold=45.,     # leakage-area threshold (grey levels)
                    ) -> dict:
     "Leakage area over time, and (with ground truth) time-intensity curves and arrival-time errors, real vs generated."
-    la_r, la_f = leakage_area(s.frames, s.fov, threshold), leakage_area(fake, s.fov, threshold)
+    la_r, la_f = leakage_area(s.frames, s.fov, threshold, s.phases), leakage_area(fake, s.fov, threshold, s.phases)
     out = dict(leak_area={'real': la_r, 'fake': la_f}, leak_area_mae=float(np.abs(la_r - la_f).mean()))
     cr, cf = tic_curves(s), tic_curves(s, fake)
     if cr is None: return out
@@ -201,7 +203,8 @@ def structure_scores(s:Study, fake:np.ndarray) -> dict: # fake: (T,H,W) on 0..25
     "Vessel agreement (and the real video's, the ceiling) where there is vessel ground truth; false leakage on healthy eyes."
     out = {}
     if {'artery', 'vein'} <= set(s.lesions):
-        out.update(vessel_dice=vessel_agreement(s, fake), vessel_dice_real=vessel_agreement(s, s.frames))
+        if 'vessel_dice_real' not in s.meta: s.meta['vessel_dice_real'] = vessel_agreement(s, s.frames)   # once per study
+        out.update(vessel_dice=vessel_agreement(s, fake), vessel_dice_real=s.meta['vessel_dice_real'])
     if is_healthy(s):
         late = [i for i, p in enumerate(s.phases) if p == 'late'] or [s.n_frames - 1]
         disc = cv2.dilate(s.lesions['disc'].astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 if 'disc' in s.lesions else None
