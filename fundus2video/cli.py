@@ -4,39 +4,61 @@
 
 # %% ../nbs/90_cli.ipynb #cccad34e
 from __future__ import annotations
-import argparse, sys, time, warnings
+import argparse, os, shlex, sys, time, warnings
 from pathlib import Path
 # fastai (imported by training) still calls torch.jit.script, which PyTorch 2.14 marks deprecated: not the user's concern
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*deprecated', category=FutureWarning)
 import numpy as np
 import fundus2video
-from .data import StudyError, load_study, write_image, read_manifest, study_picture, _find_image
+from .data import (StudyError, SPLITS, IMAGE_SUFFIXES, load_study, write_image, read_manifest, study_picture,
+                               _find_image, read_image, read_json_object, check_fundus_photo)
+from .guard import (Output, check_outputs, is_study_folder, int_arg, float_arg, device_arg, OneLineParser,
+                                error_line, MAX_SIZE, MAX_FRAMES, MAX_STUDIES, MAX_EPOCHS, MAX_SEED)
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'add_train', 'cmd_train',
-           'add_generate', 'cmd_generate', 'add_export', 'cmd_export', 'add_evaluate', 'cmd_evaluate', 'add_bench',
-           'cmd_bench', 'make_parser', 'main']
+__all__ = ['ABLATIONS', 'SUBCOMMANDS', 'DEBUG_HELP', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'add_train',
+           'cmd_train', 'add_generate', 'cmd_generate', 'add_export', 'cmd_export', 'add_evaluate', 'cmd_evaluate',
+           'add_bench', 'cmd_bench', 'make_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #e484d103
 def add_phantom(sub):
     p = sub.add_parser('phantom', help='write synthetic studies (retina phantom with dye dynamics and lesions)',
                        description='Write N synthetic studies (colour fundus, FFA video, ground-truth lesion and vessel '
                                    'masks) in the study-folder layout, plus manifest.csv with a train/valid/test split and preview.png.')
-    p.add_argument('out_dir', type=Path, metavar='OUT_DIR', help='folder to write the studies into (created if needed)')
-    p.add_argument('--n', type=int, default=8, help='number of studies (default: 8)')
-    p.add_argument('--size', type=int, default=256, help='image side in pixels (default: 256)')
-    p.add_argument('--frames', type=int, default=12, help='frames per video, spread over arterial, venous and late phases (default: 12)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the first study; study i uses seed+i (default: 0)')
+    p.add_argument('out_dir', type=Path, metavar='OUT_DIR', help='new or empty folder to write the studies into (created if needed)')
+    p.add_argument('--n', type=int_arg(1, MAX_STUDIES), default=8, help=f'number of studies, 1 to {MAX_STUDIES} (default: 8)')
+    p.add_argument('--size', type=int_arg(32, MAX_SIZE), default=256, help=f'image side in pixels, 32 to {MAX_SIZE} (default: 256)')
+    p.add_argument('--frames', type=int_arg(2, MAX_FRAMES), default=12,
+                   help=f'frames per video, 2 to {MAX_FRAMES}, spread over arterial, venous and late phases (default: 12)')
+    p.add_argument('--seed', type=int_arg(0, MAX_SEED), default=0, help='seed of the first study; study i uses seed+i (default: 0)')
     p.add_argument('--preset', choices=['moderate', 'healthy', 'severe'], default='moderate', help='disease severity (default: moderate)')
-    p.add_argument('--n-test', type=int, default=0, metavar='K',
+    p.add_argument('--n-test', type=int_arg(0, MAX_STUDIES), default=0, metavar='K',
                    help='also write K held-out test studies from seed 1000 on; the N studies are then split into train and '
                         'valid only (default: 0, N is split train/valid/test by the manifest rule)')
+    p.add_argument('--force', action='store_true', help='rewrite a folder that already holds phantom studies (never one with other studies)')
     p.set_defaults(func=cmd_phantom)
 
+def _is_phantom(study:Path) -> bool:
+    "Whether a study folder was written by the phantom (its meta.json says so)."
+    try: return str(read_json_object(study/'meta.json').get('source', '')).startswith('phantom')
+    except (StudyError, OSError): return False
+
+def _check_phantom_target(out_dir:Path, force:bool):
+    "Refuse a folder that holds data unless `force`; refuse, even so, one that holds studies other than phantoms."
+    if not out_dir.is_dir(): return
+    studies = [p for p in sorted(out_dir.iterdir()) if is_study_folder(p)]
+    held = [n for n in ('manifest.csv', 'preview.png') if (out_dir/n).exists()] + [f'{p.name}/' for p in studies]
+    if held and not force:
+        raise StudyError(f"{out_dir}: already holds data ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}), which phantom "
+                         "would replace; choose a new folder, or add --force to rewrite its phantom studies")
+    for p in studies:
+        if not _is_phantom(p): raise StudyError(f"{p}: is not a phantom study; phantom --force rewrites folders of phantoms only")
+
+# %% ../nbs/90_cli.ipynb #7e50e8c7
 def cmd_phantom(args):
+    check_outputs([Output(args.out_dir, 'OUT_DIR')])
+    _check_phantom_target(args.out_dir, args.force)
     from fundus2video.phantom import write_phantoms, preset_config
-    if args.n < 1 or args.size < 32 or args.frames < 2:
-        raise StudyError(f"need --n >= 1, --size >= 32 and --frames >= 2 (got {args.n}, {args.size}, {args.frames})")
     cfg = preset_config(args.preset, size=args.size, n_frames=args.frames)
     t0 = time.time()
     if args.n_test:
@@ -57,9 +79,9 @@ def add_mask(sub):
                        description='Knowledge mask |first frame - last frame| > threshold (the Fundus2Video rule). '
                                    'STUDY_DIR: one study -> mask PNG (and --overlay). A data folder -> a contact sheet PNG.')
     p.add_argument('path', type=Path, metavar='STUDY_DIR', help='a study folder, or a data folder of studies')
-    p.add_argument('-o', '--out', type=Path, required=True, help='output PNG (the mask, or the sheet for a data folder)')
-    p.add_argument('--threshold', type=float, default=45, help='grey levels of change on 0..255 (default: 45, the paper)')
-    p.add_argument('--min-area', type=int, default=0, help='remove specks smaller than this many pixels (default: 0, off)')
+    p.add_argument('-o', '--out', type=Path, required=True, help='output image (the mask, or the sheet for a data folder), e.g. km.png')
+    p.add_argument('--threshold', type=float_arg(0, 255), default=45., help='grey levels of change, 0 to 255 (default: 45, the paper)')
+    p.add_argument('--min-area', type=int_arg(0), default=0, help='remove specks smaller than this many pixels (default: 0, off)')
     p.add_argument('--no-fov', action='store_true', help='do not restrict the mask to the field of view')
     p.add_argument('--overlay', type=Path, help='also write the CF with the mask tinted (study folder only)')
     p.set_defaults(func=cmd_mask)
@@ -73,9 +95,12 @@ def _report(s, km):
     print(f"{s.name}: knowledge mask {km.sum()} px ({area:.1f}% of the FOV){extra}")
 
 def cmd_mask(args):
+    outs = [Output(args.out, '-o', IMAGE_SUFFIXES)] + ([Output(args.overlay, '--overlay', IMAGE_SUFFIXES)] if args.overlay else [])
+    check_outputs(outs, {'STUDY_DIR': args.path})
     from fundus2video.knowledge_mask import study_knowledge_mask, overlay, knowledge_mask_sheet
     kw = dict(threshold=args.threshold, min_area=args.min_area, use_fov=not args.no_fov)
     if args.path.is_dir() and _find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
+        if args.overlay: raise StudyError(f"--overlay {args.overlay}: needs one study folder, and {args.path} is a data folder")
         studies = [load_study(r['path']) for r in read_manifest(args.path)]
         for s in studies: _report(s, study_knowledge_mask(s, **kw))
         write_image(args.out, knowledge_mask_sheet(studies, **kw))
@@ -99,17 +124,23 @@ def add_train(sub):
     p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv (e.g. from `fundus2video phantom`)')
     p.add_argument('--out', type=Path, required=True, metavar='RUN_DIR', help='run folder for checkpoints, logs and samples')
     p.add_argument('--preset', choices=['tiny', 'paper'], default='tiny', help='tiny: 96 px, CPU, about 10 minutes; paper: 512 px, GPU (default: tiny)')
-    p.add_argument('--epochs', type=int, help='epochs in all (default: the preset\'s: tiny 40, paper 50)')
-    p.add_argument('--size', type=int, help='image side in pixels (default: the preset\'s)')
-    p.add_argument('--seed', type=int, help='random seed (default: 0)')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.add_argument('--epochs', type=int_arg(1, MAX_EPOCHS), help='epochs in all (default: the preset\'s: tiny 40, paper 50)')
+    p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'image side in pixels, 32 to {MAX_SIZE} (default: the preset\'s)')
+    p.add_argument('--seed', type=int_arg(0, MAX_SEED), help='random seed (default: 0)')
+    p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in RUN_DIR')
     p.add_argument('--vgg', type=Path, help='VGG19 weights file for the perceptual loss (paper preset)')
     p.add_argument('--cpu-bf16', action='store_true', help='CPU: bf16 autocast, about 2x faster on CPUs with AVX512-BF16 or AMX '
                                                            '(numbers differ from float32; default: off)')
     for k, what in ABLATIONS.items():
         p.add_argument(f'--no-{k.replace("_", "-")}', dest=k, action='store_false', help=f'turn off {what}')
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, interrupted=_train_interrupted)
+
+def _train_interrupted(args) -> str:
+    "What to say when Ctrl-C stops training: the checkpoint to resume from, and the command."
+    from fundus2video.train import latest_checkpoint
+    ck, again = latest_checkpoint(args.out), shlex.join(['fundus2video', 'train', str(args.data_dir), '--out', str(args.out)])
+    return f"; resume from {ck} with: {again} --resume" if ck else " before the first checkpoint; start again with the same command"
 
 def _run_config(args):
     "The run config from the preset and the command-line overrides."
@@ -122,15 +153,18 @@ def _run_config(args):
     if args.cpu_bf16: cfg = replace(cfg, train=replace(cfg.train, cpu_bf16=True))
     return with_epochs(cfg, args.epochs) if args.epochs and not args.resume else cfg
 
+# %% ../nbs/90_cli.ipynb #54d367dc
 def cmd_train(args):
-    from fundus2video.train import train, latest_checkpoint, Diverged
+    check_outputs([Output(args.out, '--out')], {'DATA_DIR': args.data_dir, '--vgg': args.vgg})
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
+    if args.vgg is not None and not args.vgg.is_file(): raise FileNotFoundError(f"--vgg {args.vgg}: VGG19 weights file not found")
+    from fundus2video.train import train, latest_checkpoint, Diverged
     if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
     if not args.resume and latest_checkpoint(args.out) is not None:
         raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
     cfg = _run_config(args)
     print(f"training {'(resumed from ' + latest_checkpoint(args.out).name + ') ' if args.resume else ''}on {args.data_dir}; "
-          f"writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/")
+          f"writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/", flush=True)
     t0 = time.time()
     try: learn = train(args.data_dir, args.out, None if args.resume else cfg, device=args.device, resume=args.resume,
                        epochs=args.epochs if args.resume else None, progress=True if sys.stdout.isatty() else 'lines')
@@ -146,17 +180,28 @@ def add_generate(sub):
     p = sub.add_parser('generate', help='generate an FFA video from one colour fundus photo',
                        description='Generate an FFA video (H.264 mp4) from one colour fundus photo, plus a contact sheet '
                                    'OUT.png (the photo, the frames with their phases, the predicted attention map).')
-    p.add_argument('cf_image', type=Path, metavar='CF_IMAGE', help='colour fundus photo (png, jpg, tif; any size)')
+    p.add_argument('cf_image', type=Path, metavar='CF_IMAGE', help='colour fundus photo (png, jpg, tif; any size up to 50 megapixels)')
     p.add_argument('-o', '--out', type=Path, required=True, metavar='OUT.mp4', help='video to write (the contact sheet goes beside it as OUT.png)')
     p.add_argument('-c', '--checkpoint', type=Path, help='model file or training checkpoint (default: the shipped demo model, phantom-trained)')
-    p.add_argument('--frames', type=int, help="frames to generate (default: the model's, 3 phases x frames per phase)")
-    p.add_argument('--size', type=int, help='side in pixels (default: the size the model was trained at)')
+    p.add_argument('--frames', type=int_arg(1, MAX_FRAMES), help=f"frames to generate, 1 to {MAX_FRAMES} (default: the model's, 3 phases x frames per phase)")
+    p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'side in pixels, 32 to {MAX_SIZE} (default: the size the model was trained at)')
     p.add_argument('--gif', action='store_true', help='also write OUT.gif')
     p.add_argument('--frames-dir', type=Path, help='also write every frame as PNG into this folder')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_generate)
 
+def _generate_outputs(args) -> list:
+    "What `generate` writes: the video, its contact sheet beside it and, when asked, the GIF and the frames."
+    o = args.out
+    outs = [Output(o, '-o', ('.mp4',))]
+    if o.name: outs.append(Output(o.with_suffix('.png'), '-o', ('.png',), of=o, what='the contact sheet'))
+    if o.name and args.gif: outs.append(Output(o.with_suffix('.gif'), '-o', ('.gif',), of=o, what='the GIF'))
+    if args.frames_dir: outs.append(Output(args.frames_dir, '--frames-dir', writes=r'frame_\d{4}\.png'))
+    return outs
+
 def cmd_generate(args):
+    check_outputs(_generate_outputs(args), {'CF_IMAGE': args.cf_image, '-c': args.checkpoint})
+    check_fundus_photo(read_image(args.cf_image), args.cf_image)          # before any model is loaded
     from fundus2video.inference import generate
     try: generate(args.cf_image, args.out, args.checkpoint, args.frames, args.size, args.gif, args.frames_dir, args.device)
     except ValueError as e: raise StudyError(str(e))
@@ -167,12 +212,13 @@ def add_export(sub):
                        description='Write the generator of a training checkpoint as a small model file (fp16 weights, the run '
                                    'config and provenance) for `generate` and `evaluate`.')
     p.add_argument('checkpoint', type=Path, metavar='CHECKPOINT', help='training checkpoint (e.g. RUN_DIR/checkpoints/best.pt)')
-    p.add_argument('-o', '--out', type=Path, required=True, metavar='MODEL.pt', help='model file to write')
+    p.add_argument('-o', '--out', type=Path, required=True, metavar='MODEL.pt', help='model file to write (.pt or .pth)')
     p.add_argument('--fp32', action='store_true', help='keep float32 weights (default: fp16, half the size)')
     p.add_argument('--note', help='free text stored in the file (how it was trained, for whom, ...)')
     p.set_defaults(func=cmd_export)
 
 def cmd_export(args):
+    check_outputs([Output(args.out, '-o', ('.pt', '.pth'))], {'CHECKPOINT': args.checkpoint})
     from fundus2video.inference import export_model, read_model_file
     out = export_model(args.checkpoint, args.out, meta={'note': args.note} if args.note else None, half=not args.fp32)
     m = read_model_file(out)
@@ -189,22 +235,29 @@ def add_evaluate(sub):
     p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv')
     p.add_argument('-c', '--checkpoint', type=Path, help='model file or training checkpoint (default: the shipped demo model)')
     p.add_argument('-o', '--out', type=Path, required=True, metavar='metrics.json', help='JSON file to write')
-    p.add_argument('--split', default='test', help='split to evaluate (default: test)')
-    p.add_argument('--i3d', type=Path, help='I3D weights for FVD (i3d_torchscript.pt or i3d_pretrained_400.pt; default: look in $FUNDUS2VIDEO_I3D and $TORCH_HOME/hub/checkpoints)')
+    p.add_argument('--split', choices=SPLITS, default='test', help='split to evaluate (default: test)')
+    p.add_argument('--i3d', type=Path, help="I3D weights for FVD: pytorch-i3d's state dict i3d_pretrained_400.pt (a TorchScript file must be "
+                                            "converted once with tools/convert_weights.py); default: look in $FUNDUS2VIDEO_I3D and $TORCH_HOME/hub/checkpoints")
     p.add_argument('--lpips', type=Path, help='AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; default: look in $FUNDUS2VIDEO_LPIPS and $TORCH_HOME/hub/checkpoints)')
     p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, per-video FVD)")
     p.add_argument('--no-baselines', action='store_true', help='skip the mean-training-video and inverted-green baselines')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_evaluate)
 
 def cmd_evaluate(args):
-    from fundus2video.inference import load_generator, DEMO_NOTE
-    from fundus2video.metrics import evaluate_generator, write_metrics_json, print_summary
-    from fundus2video.train import pick_device
+    check_outputs([Output(args.out, '-o', ('.json',))],
+                  {'DATA_DIR': args.data_dir, '-c': args.checkpoint, '--i3d': args.i3d, '--lpips': args.lpips})
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
+    for arg, p in (('--i3d', args.i3d), ('--lpips', args.lpips)):
+        if p is not None and not p.exists(): raise FileNotFoundError(f"{arg} {p}: no such file or folder")
+    from fundus2video.metrics import evaluate_generator, write_metrics_json, print_summary, load_i3d, load_lpips
+    i3d = load_i3d(args.i3d) if args.i3d else None                     # named weights: checked before any work
+    lpips = load_lpips(args.lpips) if args.lpips else None
+    from fundus2video.inference import load_generator, DEMO_NOTE
+    from fundus2video.train import pick_device
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
     print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
-    try: res = evaluate_generator(G, args.data_dir, args.split, i3d=args.i3d, lpips=args.lpips, official=args.official,
+    try: res = evaluate_generator(G, args.data_dir, args.split, i3d=i3d, lpips=lpips, official=args.official,
                                   baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty())
     except ValueError as e: raise StudyError(str(e))
     write_metrics_json(res, args.out)
@@ -219,19 +272,19 @@ def add_bench(sub):
                                    'FLOPs and achieved GFLOP/s against a matmul and a 1x1-convolution ceiling, and a check '
                                    'that the fast training step gives the same losses as the straightforward one.')
     p.add_argument('--json', type=Path, metavar='OUT.json', help='also write every figure to this JSON file')
-    p.add_argument('--sizes', type=int, nargs='+', default=[128, 256, 512], help='training sizes in px (default: 128 256 512)')
-    p.add_argument('--infer-sizes', type=int, nargs='+', default=[256, 512], help='inference sizes in px (default: 256 512)')
+    p.add_argument('--sizes', type=int_arg(32, MAX_SIZE), nargs='+', default=[128, 256, 512], help=f'training sizes in px, 32 to {MAX_SIZE} (default: 128 256 512)')
+    p.add_argument('--infer-sizes', type=int_arg(32, MAX_SIZE), nargs='+', default=[256, 512], help='inference sizes in px (default: 256 512)')
     p.add_argument('--no-reference', action='store_true', help='skip timing the straightforward step against the fast one')
     p.add_argument('--vgg', type=Path, help='VGG19 weights: turns the perceptual loss on (default: off)')
     p.add_argument('--no-bf16', action='store_true', help='skip timing the opt-in CPU bf16 step (default: timed on CPUs with native bf16)')
     p.add_argument('--quick', action='store_true', help='tiny networks at 64 px: seconds, checks the command, measures nothing useful')
-    p.add_argument('--device', default='auto', help='auto, cpu or cuda (default: auto)')
+    p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_bench)
 
 def cmd_bench(args):
+    if args.json: check_outputs([Output(args.json, '--json', ('.json',))], {'--vgg': args.vgg})
+    if args.vgg is not None and not args.vgg.is_file(): raise FileNotFoundError(f"--vgg {args.vgg}: VGG19 weights file not found")
     from fundus2video.bench import run_bench, print_bench
-    if args.vgg is not None and not args.vgg.exists(): raise FileNotFoundError(f"{args.vgg}: VGG19 weights file not found")
-    if min(args.sizes + args.infer_sizes) < 32: raise StudyError("--sizes and --infer-sizes must be at least 32 px")
     print('measuring (each figure in a fresh process); this takes a few minutes on a CPU' if not args.quick else 'quick run: tiny networks at 64 px')
     res = run_bench(tuple(args.sizes), tuple(args.infer_sizes), device=args.device, vgg_path=args.vgg and str(args.vgg),
                     reference=not args.no_reference, json_path=args.json, quick=args.quick, bf16=False if args.no_bf16 else None)
@@ -240,10 +293,11 @@ def cmd_bench(args):
 
 # %% ../nbs/90_cli.ipynb #2ad36d9e
 SUBCOMMANDS = [add_phantom, add_mask, add_train, add_export, add_generate, add_evaluate, add_bench]
+DEBUG_HELP = 'show the full traceback of an error, for a bug report (or set FUNDUS2VIDEO_DEBUG=1)'
 
 def make_parser() -> argparse.ArgumentParser:
-    "The `fundus2video` argument parser with every subcommand."
-    p = argparse.ArgumentParser(prog='fundus2video', formatter_class=argparse.RawDescriptionHelpFormatter,
+    "The `fundus2video` argument parser with every subcommand; its errors are one line."
+    p = OneLineParser(prog='fundus2video', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Fundus2Video workbook: colour fundus photo -> fluorescein angiography video.\n'
                     'A reimplementation of Zhang et al., MICCAI 2024, with a synthetic retina phantom for teaching and testing.',
         epilog='examples:\n  fundus2video phantom data/phantoms --n 8\n'
@@ -255,16 +309,27 @@ def make_parser() -> argparse.ArgumentParser:
                '  fundus2video generate photo.jpg -o video.mp4 -c model.pt\n'
                '  fundus2video evaluate data/phantoms -c runs/tiny/checkpoints/best.pt -o metrics.json\n'
                '  fundus2video bench --json bench.json\n\n'
+               'exit status: 0 done; 2 a bad argument or input (one line on stderr); 130 interrupted; 1 a bug (--debug shows it).\n'
                'Study folder layout and the notebooks: see README.md.')
     p.add_argument('--version', action='version', version=f'fundus2video {fundus2video.__version__}')
+    p.add_argument('--debug', action='store_true', help=DEBUG_HELP)
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
     for add in SUBCOMMANDS: add(sub)
+    for sp in sub.choices.values(): sp.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=DEBUG_HELP)
     return p
 
+def _debug(args) -> bool: return getattr(args, 'debug', False) or os.environ.get('FUNDUS2VIDEO_DEBUG', '') not in ('', '0')
+
 def main(argv=None) -> int:
-    "Run the command line; user errors print one line and return 2."
+    "Run the command line: 0 when done; one line on stderr and 2 for a user error, 130 for Ctrl-C, 1 for a bug."
     args = make_parser().parse_args(argv)
     try: args.func(args)
-    except (StudyError, FileNotFoundError) as e:
-        print(f"fundus2video {args.command}: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        if _debug(args): raise
+        hint = args.interrupted(args) if hasattr(args, 'interrupted') else ''
+        print(f"fundus2video {args.command}: interrupted{hint}", file=sys.stderr); return 130
+    except Exception as e:
+        if _debug(args): raise
+        line, status = error_line(e)
+        print(f"fundus2video {args.command}: {line}", file=sys.stderr); return status
     return 0

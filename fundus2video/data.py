@@ -4,18 +4,20 @@
 
 # %% ../nbs/00_data.ipynb #78371304
 from __future__ import annotations
-import json, re, csv, hashlib, math, shutil
+import io, json, re, csv, hashlib, math, shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
 import cv2
 
 # %% auto #0
-__all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUFFIXES', 'MIN_CF_SATURATION', 'SPLITS',
-           'OFFICIAL_COLUMNS', 'normalise_phase', 'StudyError', 'Study', 'saturation', 'read_image', 'write_image',
+__all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUFFIXES', 'MAX_IMAGE_PIXELS', 'MIN_CF_SATURATION',
+           'MIN_PHOTO_SIDE', 'MIN_PHOTO_CONTRAST', 'SPLITS', 'OFFICIAL_COLUMNS', 'normalise_phase', 'StudyError',
+           'Study', 'saturation', 'image_size', 'read_image', 'write_bytes', 'write_text', 'write_image',
            'largest_component', 'fill_holes', 'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study',
-           'frame_filename', 'parse_frame_filename', 'save_study', 'load_study', 'fov_box', 'crop_pad', 'resize_image',
-           'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
+           'check_fundus_photo', 'frame_filename', 'parse_frame_filename', 'read_text', 'read_csv_rows',
+           'read_json_object', 'save_study', 'load_study', 'fov_box', 'crop_pad', 'resize_image', 'resize_mask',
+           'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
            'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'label_image',
            'study_picture', 'scrub_study']
 
@@ -70,6 +72,7 @@ class Study:
 
 # %% ../nbs/00_data.ipynb #81d0e986
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
+MAX_IMAGE_PIXELS = 50_000_000   # larger images are refused before decoding (twice a 24 MP fundus camera)
 
 def saturation(img:np.ndarray, # (H,W,3) uint8 RGB
               ) -> float:      # median HSV saturation in [0,1] over pixels brighter than 20/255
@@ -79,13 +82,26 @@ def saturation(img:np.ndarray, # (H,W,3) uint8 RGB
     lit = hsv[..., 2] > 20
     return float(np.median(hsv[..., 1][lit]) / 255) if lit.any() else 0.0
 
+def image_size(path) -> tuple | None: # (width, height), or None when the header cannot be read
+    "An image file's size from its header, without decoding the pixels."
+    from PIL import Image
+    old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # PIL's own bomb check off: we only read the header
+    try:
+        with Image.open(path) as im: return im.size
+    except Exception: return None                                   # not a format PIL knows: OpenCV decides
+    finally: Image.MAX_IMAGE_PIXELS = old
+
 def read_image(path,        # image file (png, jpg, tif, ...)
                mode='rgb',  # 'rgb': (H,W,3) uint8; 'grey': (H,W) uint8, the green channel of an RGB file
               ) -> np.ndarray:
     "Read an image file, or raise a `StudyError` naming the file and the problem."
     path = Path(path)
-    if not path.exists(): raise StudyError(f"{path}: file not found")
+    if not path.is_file(): raise StudyError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'file not found'}")
     if path.stat().st_size == 0: raise StudyError(f"{path}: file is empty")
+    W, H = image_size(path) or (0, 0)
+    if W * H > MAX_IMAGE_PIXELS:
+        raise StudyError(f"{path}: {W}x{H} pixels ({W * H / 1e6:.0f} MP) is more than the {MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                         "fundus2video decodes; downscale the image first")
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None: raise StudyError(f"{path}: not a readable image (corrupt or unsupported format)")
     if img.dtype == np.uint16: img = (img // 257).astype(np.uint8)
@@ -96,12 +112,29 @@ def read_image(path,        # image file (png, jpg, tif, ...)
     if mode == 'rgb': return img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
     raise ValueError(f"mode must be 'rgb' or 'grey', not {mode!r}")
 
+# %% ../nbs/00_data.ipynb #ead8de4e
+def write_bytes(path, data:bytes) -> Path:
+    "Write `data` to `path`; an OS error (no space left, permission denied, ...) is raised naming the file."
+    path = Path(path)
+    try:
+        with open(path, 'wb') as f: f.write(data)
+    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from None
+    return path
+
+def write_text(path, text:str) -> Path:
+    "Write `text` as UTF-8 (see `write_bytes`)."
+    return write_bytes(path, text.encode('utf-8'))
+
 def write_image(path, img:np.ndarray): # (H,W,3) RGB or (H,W) grey, uint8 or bool
     "Write an image (PNG is lossless), creating folders as needed."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if img.dtype == bool: img = img.astype(np.uint8) * 255
     if img.ndim == 3: img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), img): raise StudyError(f"{path}: could not write image")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise StudyError(f"{path}: cannot write a '{path.suffix}' image; use one of {', '.join(IMAGE_SUFFIXES)}")
+    ok, buf = cv2.imencode(path.suffix, img)
+    if not ok: raise StudyError(f"{path}: could not encode the image")
+    write_bytes(path, buf.tobytes())
 
 # %% ../nbs/00_data.ipynb #bd042d88
 def largest_component(mask:np.ndarray) -> np.ndarray: # (H,W) bool
@@ -181,11 +214,21 @@ def check_study(s:Study,        # the study to check
     return s
 
 # %% ../nbs/00_data.ipynb #5f5434a3
-def _check_cf(cf, cf_name):
+MIN_PHOTO_SIDE = 32         # px: a photo smaller than this on a side is not a fundus photo (nor a model input)
+MIN_PHOTO_CONTRAST = 4.     # grey levels: a photo whose brightest channel varies less than this is blank
+
+def _check_cf(cf, cf_name, photo=False):
+    "The colour fundus checks; `photo`: also refuse tiny and blank images (a single photo, not a study's CF)."
     if cf.ndim != 3 or cf.shape[2] != 3 or cf.dtype != np.uint8:
         raise StudyError(f"{cf_name}: the colour fundus must be (H,W,3) uint8 RGB, got {cf.shape} {cf.dtype}")
-    if (cf.max(axis=2) <= 20).all():
+    H, W = cf.shape[:2]
+    if photo and min(H, W) < MIN_PHOTO_SIDE:
+        raise StudyError(f"{cf_name}: {W}x{H} pixels is too small for a fundus photo (at least {MIN_PHOTO_SIDE} px a side)")
+    bright = np.ascontiguousarray(cf.max(axis=2))
+    if (bright <= 20).all():
         raise StudyError(f"{cf_name}: the colour fundus photo is black: empty field of view")
+    if photo and cv2.meanStdDev(bright)[1][0, 0] < MIN_PHOTO_CONTRAST:
+        raise StudyError(f"{cf_name}: the photo is blank (one flat level, about {bright.mean():.0f}/255): not a fundus photo")
     sat = saturation(cf)
     if sat < MIN_CF_SATURATION:
         raise StudyError(f"{cf_name}: the colour fundus photo is greyscale (median saturation {sat:.2f}); "
@@ -204,6 +247,14 @@ def _check_frames(s, fr_names, cf_name):
             raise StudyError(f"{fr_names[b]}: frame at {t[b]:g} s comes after {fr_names[a]} at {t[a]:g} s; "
                              "frames must be in time order")
 
+# %% ../nbs/00_data.ipynb #3780725a
+def check_fundus_photo(img:np.ndarray, # (H,W,3) uint8 RGB, as `read_image` returns
+                       name='photo',   # the file it came from, for the message
+                      ) -> np.ndarray:  # `img`, unchanged
+    "`img` if it looks like a colour fundus photo (at least 32 px a side, not black, blank or grey), else a `StudyError` naming `name`."
+    _check_cf(img, name, photo=True)
+    return img
+
 # %% ../nbs/00_data.ipynb #b604ba85
 _FRAME_RE = re.compile(r'^(\d+)(?:_t(\d+(?:\.\d*)?)s)?(?:_.*)?$')
 
@@ -217,6 +268,27 @@ def parse_frame_filename(path) -> tuple:
     if not m: raise StudyError(f"{path}: frame names must start with their index, e.g. 0003.png or 0003_t0018.00s.png")
     return int(m[1]), float(m[2]) if m[2] else float('nan')
 
+# %% ../nbs/00_data.ipynb #febc84c8
+def read_text(fn) -> str:
+    "A UTF-8 text file's contents (a leading BOM, as spreadsheets write, is dropped); binary or non-UTF-8 raises a `StudyError`."
+    data = Path(fn).read_bytes()
+    if b'\x00' in data: raise StudyError(f"{fn}: a binary file, not text (expected a UTF-8 CSV or JSON file)")
+    try: return data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{fn}: not UTF-8 text (byte {e.start}); save it as UTF-8 CSV or JSON") from None
+
+def read_csv_rows(fn) -> list:
+    "The rows of a CSV file as dicts keyed by its header (missing cells ''), or a `StudyError` naming the file."
+    try: return list(csv.DictReader(io.StringIO(read_text(fn), newline=''), restval=''))
+    except csv.Error as e: raise StudyError(f"{fn}: not a readable CSV file ({e})") from None
+
+def read_json_object(fn) -> dict:
+    "The JSON object (`{...}`) in a file, or a `StudyError` naming the file."
+    try: obj = json.loads(read_text(fn))
+    except json.JSONDecodeError as e: raise StudyError(f"{fn}: invalid JSON ({e})") from None
+    if not isinstance(obj, dict): raise StudyError(f"{fn}: must hold a JSON object {{...}}, not a {type(obj).__name__}")
+    return obj
+
 # %% ../nbs/00_data.ipynb #71ddd1eb
 def save_study(s:Study, path) -> Path:
     "Write a study in the study-folder layout (PNG everywhere, so nothing is lost); returns the folder."
@@ -227,13 +299,17 @@ def save_study(s:Study, path) -> Path:
     for i, (fr, t, ph) in enumerate(zip(s.frames, s.times, s.phases)):
         fn = frame_filename(i, t); write_image(path/'ffa'/fn, fr)
         rows.append(dict(file=fn, t_seconds='' if math.isnan(t) else f'{t:.3f}', phase=ph))
-    with open(path/'frames.csv', 'w', newline='') as f:
-        w = csv.DictWriter(f, ['file', 't_seconds', 'phase']); w.writeheader(); w.writerows(rows)
+    write_text(path/'frames.csv', _csv_text(['file', 't_seconds', 'phase'], rows))
     if s.fov is not None: write_image(path/'fov.png', s.fov)
     for k, m in s.lesions.items(): write_image(path/'lesions'/f'{k}.png', m)
     meta = dict(name=s.name or path.name, source=s.source, **s.meta)
-    (path/'meta.json').write_text(json.dumps(meta, indent=1, default=_json_default))
+    write_text(path/'meta.json', json.dumps(meta, indent=1, default=_json_default))
     return path
+
+def _csv_text(columns:list, rows:list) -> str:
+    f = io.StringIO(newline='')
+    w = csv.DictWriter(f, columns, extrasaction='ignore'); w.writeheader(); w.writerows(rows)
+    return f.getvalue()
 
 def _json_default(o):
     if isinstance(o, np.generic): return o.item()
@@ -264,13 +340,13 @@ def _read_frames_csv(folder:Path, files:list) -> tuple:
     times = np.array([parse_frame_filename(p)[1] for p in files]); phases = [''] * len(files)
     fn = folder/'frames.csv'
     if not fn.exists(): return times, phases
-    with open(fn, newline='') as f: rows = {r.get('file', ''): r for r in csv.DictReader(f)}
+    rows = {r.get('file', ''): r for r in read_csv_rows(fn)}
     names = {p.name for p in files}
     for k in rows:
         if k not in names: raise StudyError(f"{fn}: lists '{k}', which is not in ffa/")
     for i, p in enumerate(files):
         r = rows.get(p.name, {})
-        try: times[i] = float(r['t_seconds']) if r.get('t_seconds', '').strip() else times[i]
+        try: times[i] = float(r['t_seconds']) if (r.get('t_seconds') or '').strip() else times[i]
         except ValueError: raise StudyError(f"{fn}: t_seconds '{r['t_seconds']}' of {p.name} is not a number") from None
         phases[i] = r.get('phase', '') or ''
     return times, phases
@@ -278,9 +354,7 @@ def _read_frames_csv(folder:Path, files:list) -> tuple:
 # %% ../nbs/00_data.ipynb #05d684ed
 def _read_meta(folder:Path) -> dict:
     fn = folder/'meta.json'
-    if not fn.exists(): return {}
-    try: return json.loads(fn.read_text())
-    except json.JSONDecodeError as e: raise StudyError(f"{fn}: invalid JSON ({e})") from None
+    return read_json_object(fn) if fn.exists() else {}
 
 def _read_lesions(folder:Path) -> dict:
     d = folder/'lesions'
@@ -383,10 +457,7 @@ def patient_of(study_name:str) -> str:
 
 def write_manifest(data_dir, rows:list) -> Path:
     "Write `manifest.csv` (columns study, patient, split) for a data folder."
-    fn = Path(data_dir)/'manifest.csv'
-    with open(fn, 'w', newline='') as f:
-        w = csv.DictWriter(f, ['study', 'patient', 'split'], extrasaction='ignore'); w.writeheader(); w.writerows(rows)
-    return fn
+    return write_text(Path(data_dir)/'manifest.csv', _csv_text(['study', 'patient', 'split'], rows))
 
 # %% ../nbs/00_data.ipynb #941b09c6
 def read_manifest(data_dir, seed=0) -> list:
@@ -395,16 +466,24 @@ def read_manifest(data_dir, seed=0) -> list:
     if not data_dir.is_dir(): raise StudyError(f"{data_dir}: data folder does not exist")
     fn = data_dir/'manifest.csv'
     if not fn.exists(): return _scan_studies(data_dir, seed)
-    with open(fn, newline='') as f: rows = list(csv.DictReader(f))
+    rows = read_csv_rows(fn)
     if not rows or 'study' not in rows[0]: raise StudyError(f"{fn}: needs a 'study' column (and 'split', 'patient')")
     out = {}
     for i, r in enumerate(rows, 2):
-        st, split = r['study'].strip(), (r.get('split') or '').strip() or 'train'
+        st, split = _study_name(r.get('study'), fn, i), (r.get('split') or '').strip() or 'train'
         if split not in SPLITS: raise StudyError(f"{fn}, line {i}: split '{split}' is not one of {', '.join(SPLITS)}")
         if not (data_dir/st).is_dir(): raise StudyError(f"{fn}, line {i}: study folder '{st}' not found in {data_dir}")
         if st in out and out[st]['split'] != split: raise StudyError(f"{fn}, line {i}: study '{st}' is in two splits")
         out[st] = dict(study=st, patient=(r.get('patient') or '').strip() or patient_of(st), split=split, path=data_dir/st)
     return list(out.values())
+
+def _study_name(st, fn, line) -> str:
+    "A manifest's study entry, if it names a folder inside the data folder."
+    st = (st or '').strip()
+    if not st or Path(st).is_absolute() or '..' in Path(st).parts or Path(st) == Path('.'):
+        raise StudyError(f"{fn}, line {line}: study '{st}' is not a folder inside the data folder "
+                         "(empty names, absolute paths and '..' are refused)")
+    return st
 
 def _scan_studies(data_dir:Path, seed=0) -> list:
     names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and _find_image(p, 'cf'))

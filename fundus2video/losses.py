@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .guard import load_weights
 
 # %% auto #0
 __all__ = ['SOBEL_X', 'GREY_WEIGHTS', 'VGG19_FILE', 'VGG19_ENV', 'VGG_SLICES', 'VGG_WEIGHTS', 'patch_gradient_variance',
@@ -110,7 +111,7 @@ def load_vgg_loss(path=None, imagenet_norm=False, check_hash=True) -> VGGPercept
     from torchvision.models import vgg19
     fn = find_weights(path)
     if check_hash: check_sha256(fn)
-    sd = torch.load(fn, map_location='cpu', weights_only=True)
+    sd = load_weights(fn, 'VGG19')                                # plain tensors only: never code
     feats = {k[len('features.'):]: v for k, v in sd.items() if k.startswith('features.')}
     if not feats: raise WeightsNotFound(f"{fn}: no 'features.*' tensors: not a torchvision VGG19 state dict")
     net = vgg19(weights=None).features

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from scipy import linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from fastprogress.fastprogress import progress_bar
-from .data import Study, StudySet, PHASES, LESION_TYPES, prepare_study, select_frames
+from .data import Study, StudySet, PHASES, LESION_TYPES, prepare_study, select_frames, write_text
 from .knowledge_mask import km_frames, video_knowledge_mask
 from .phantom import region_curves
 from .pipeline import PipelineConfig, to_unit
 from .rollout import generate_video
+from .guard import WeightsFileError, CONVERT_HINT, is_torchscript, load_weights
 
 # %% auto #0
 __all__ = ['CURVE_REGIONS', 'ALEXNET_FILE', 'I3D_MIXED', 'FVD_FRAMES', 'FVD_SIZE', 'I3D_FILES', 'SUMMED', 'SUMMARY_ROWS',
@@ -28,9 +29,9 @@ __all__ = ['CURVE_REGIONS', 'ALEXNET_FILE', 'I3D_MIXED', 'FVD_FRAMES', 'FVD_SIZE
            'vessel_segmentation', 'vessel_frames', 'vessel_agreement', 'false_leakage', 'is_healthy',
            'structure_scores', 'WeightsNotFound', 'find_weights', 'sha256', 'make_lpips', 'check_hash_in_name',
            'load_lpips', 'lpips_video', 'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame', 'InceptionModule',
-           'i3d_layers', 'InceptionI3d', 'fvd_clip', 'i3d_features', 'is_torchscript', 'load_i3d', 'eval_study',
-           'mean_video', 'baseline_videos', 'video_metrics', 'aggregate', 'fvd_scores', 'jsonable',
-           'write_metrics_json', 'generate_for', 'evaluate_generator', 'print_summary', 'plot_curves']
+           'i3d_layers', 'InceptionI3d', 'fvd_clip', 'i3d_features', 'load_i3d', 'eval_study', 'mean_video',
+           'baseline_videos', 'video_metrics', 'aggregate', 'fvd_scores', 'jsonable', 'write_metrics_json',
+           'generate_for', 'evaluate_generator', 'print_summary', 'plot_curves']
 
 # %% ../nbs/09_metrics.ipynb #c7bf8177
 def uint8_to_unit(a:np.ndarray) -> np.ndarray: # (...) uint8 0..255 -> float64 in [0,1]
@@ -257,14 +258,18 @@ def check_hash_in_name(path:Path, digest:str):
     "Stop if the file name carries a hash prefix (torchvision style, 'name-1a2b3c4d.pth') that `digest` does not start with."
     m = re.search(r'-([0-9a-f]{8,64})\.pth?$', path.name)
     if m and not digest.startswith(m[1]):
-        raise ValueError(f"{path}: sha256 starts {digest[:8]}, its name says {m[1]}: the file is corrupt or not the one named")
+        raise WeightsFileError(f"{path}: sha256 starts {digest[:8]}, its name says {m[1]}: the file is corrupt or not the one named")
 
 def load_lpips(path=None) -> nn.Module:
-    "LPIPS with torchvision's AlexNet weights from a local file (see `find_weights`), its sha256 checked."
+    "LPIPS with torchvision's AlexNet weights from a local file (see `find_weights`), its sha256 checked, loaded as plain tensors."
     p = find_weights((ALEXNET_FILE,), path, 'FUNDUS2VIDEO_LPIPS', 'LPIPS')
     digest = sha256(p); check_hash_in_name(p, digest)
+    sd = load_weights(p, 'LPIPS (AlexNet)')
+    try: m = make_lpips(sd)
+    except (KeyError, RuntimeError):
+        raise WeightsFileError(f"{p}: not torchvision's AlexNet weights (its 'features.*' tensors are missing or mis-shaped)") from None
     print(f"LPIPS backbone: {p} (sha256 {digest})")
-    return make_lpips(torch.load(p, map_location='cpu', weights_only=True))
+    return m
 
 @torch.no_grad()
 def lpips_video(model:nn.Module, real:np.ndarray, fake:np.ndarray, # (T,H,W) videos in [0,1]
@@ -367,35 +372,35 @@ def fvd_clip(video:np.ndarray,      # (T,H,W) video in [0,1]
     return (v * 2 - 1).clamp(-1, 1)[None].expand(3, -1, -1, -1).contiguous()
 
 @torch.no_grad()
-def i3d_features(model:nn.Module,     # `InceptionI3d`, StyleGAN-V's TorchScript I3D, or any clip -> (N,D[,t]) module
+def i3d_features(model:nn.Module,     # `InceptionI3d`, or any module mapping clips to (N,D) or (N,D,t) features
                  clips:torch.Tensor,  # (N,3,16,224,224) clips in [-1,1]
                 ) -> np.ndarray:      # (N,D) float64
     "I3D features of a batch of clips (logits, averaged over time), on the model's device."
     p = next(model.parameters(), None)
     x = clips.to(p.device if p is not None else 'cpu')
-    if isinstance(model, torch.jit.ScriptModule): f = model(x, rescale=False, resize=False, return_features=True)
-    else: f = model(x)
+    f = model(x)
     if f.ndim == 3: f = f.mean(-1)
     return f.flatten(1).double().cpu().numpy()
 
 # %% ../nbs/09_metrics.ipynb #d325b2c7
-I3D_FILES = ('i3d_torchscript.pt', 'i3d_pretrained_400.pt')
+I3D_FILES = ('i3d_pretrained_400.pt',)   # pytorch-i3d's state dict (a TorchScript I3D must be converted first)
 
-def is_torchscript(path) -> bool:
-    "Whether a file is a TorchScript archive (a zip with compiled code) rather than a `torch.save` state dict."
-    if not zipfile.is_zipfile(path): return False
-    with zipfile.ZipFile(path) as z: return any('/code/' in n for n in z.namelist())
+def _mismatch(expected:dict, got:dict) -> str:
+    "How two state dicts differ, in a few words."
+    missing, extra = [k for k in expected if k not in got], [k for k in got if k not in expected]
+    shape = [k for k in expected if k in got and got[k].shape != expected[k].shape]
+    parts = [f"{len(v)} {w}, e.g. {v[0]}" for v, w in ((missing, 'missing'), (extra, 'unexpected'), (shape, 'mis-shaped')) if v]
+    return '; '.join(parts)
 
 def load_i3d(path=None) -> nn.Module:
-    "I3D for FVD from a local TorchScript or pytorch-i3d state-dict file (see `find_weights`), in eval mode."
+    "I3D for FVD: pytorch-i3d's state dict from a local file (see `find_weights`), loaded as plain tensors, in eval mode."
     p = find_weights(I3D_FILES, path, 'FUNDUS2VIDEO_I3D', 'FVD')
+    sd, net = load_weights(p, 'I3D'), InceptionI3d()
+    sd = {k: v for k, v in net.state_dict().items() if k.endswith('num_batches_tracked')} | sd   # older files lack these counters
+    if _mismatch(net.state_dict(), sd):
+        raise WeightsFileError(f"{p}: not weights of pytorch-i3d's InceptionI3d ({_mismatch(net.state_dict(), sd)}): {CONVERT_HINT}")
+    net.load_state_dict(sd)
     print(f"I3D weights: {p} (sha256 {sha256(p)}; no published hash, keep this one)")
-    if is_torchscript(p):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning)             # torch.jit.load's deprecation notice
-            return torch.jit.load(str(p), map_location='cpu').eval()
-    net = InceptionI3d()
-    net.load_state_dict(torch.load(p, map_location='cpu', weights_only=True))
     return net.eval()
 
 # %% ../nbs/09_metrics.ipynb #951df260
@@ -481,8 +486,7 @@ def jsonable(o):
 def write_metrics_json(result:dict, path) -> Path:
     "Write evaluation results as strict JSON (see `jsonable`)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
-    return path
+    return write_text(path, json.dumps(jsonable(result), indent=1, allow_nan=False))
 
 # %% ../nbs/09_metrics.ipynb #1f787005
 def _metric_model(arg, loader, what:str):
@@ -491,6 +495,9 @@ def _metric_model(arg, loader, what:str):
     if isinstance(arg, nn.Module): return arg.eval()
     try: return loader(arg)
     except WeightsNotFound as e: print(f"{what} skipped: {e}"); return None
+    except WeightsFileError as e:
+        if arg is not None: raise                                     # a file the user named: stop
+        print(f"{what} skipped: {e}"); return None
 
 @torch.no_grad()
 def generate_for(G:nn.Module, s:Study) -> np.ndarray: # (T,H,W) in [0,1]

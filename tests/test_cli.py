@@ -81,4 +81,4 @@ def test_bad_input_is_one_clear_line(tmp_path, cli):
     assert r.returncode == 2 and 'Traceback' not in r.stderr
     assert 'eye: no colour fundus photo' in r.stderr
     r = cli('phantom', tmp_path/'x', '--n', '0', check=False)
-    assert r.returncode == 2 and 'need --n >= 1' in r.stderr
+    assert r.returncode == 2 and 'argument --n: must be from 1' in r.stderr and r.stderr.count('\n') == 1
