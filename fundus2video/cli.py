@@ -31,7 +31,11 @@ def add_phantom(sub):
     p.add_argument('--frames', type=int_arg(2, MAX_FRAMES), default=12,
                    help=f'frames per video, 2 to {MAX_FRAMES}, spread over arterial, venous and late phases (default: 12)')
     p.add_argument('--seed', type=int_arg(0, MAX_SEED), default=0, help='seed of the first study; study i uses seed+i (default: 0)')
-    p.add_argument('--preset', choices=['moderate', 'healthy', 'severe'], default='moderate', help='disease severity (default: moderate)')
+    p.add_argument('--preset', choices=['cohort', 'healthy', 'mild', 'moderate', 'severe'], default='cohort',
+                   help='cohort: a clinic-like mix of healthy, mild, moderate and severe eyes, each with its own lesions and '
+                        'look; or every eye of one grade (default: cohort)')
+    p.add_argument('--motion', action='store_true', help='frames drift against the photo (eye motion, as before registration); '
+                                                         'default: registered frames, as the method trains on')
     p.add_argument('--n-test', type=int_arg(0, MAX_STUDIES), default=0, metavar='K',
                    help='also write K held-out test studies from seed 1000 on; the N studies are then split into train and '
                         'valid only (default: 0, N is split train/valid/test by the manifest rule)')
@@ -58,8 +62,10 @@ def _check_phantom_target(out_dir:Path, force:bool):
 def cmd_phantom(args):
     check_outputs([Output(args.out_dir, 'OUT_DIR')])
     _check_phantom_target(args.out_dir, args.force)
-    from fundus2video.phantom import write_phantoms, preset_config
-    cfg = preset_config(args.preset, size=args.size, n_frames=args.frames)
+    from fundus2video.phantom import write_phantoms, preset_config, CohortConfig, EYE_MOTION, GRADES, cohort_sheet
+    GRADE_ORDER = GRADES + ('custom',)
+    kw = dict(size=args.size, n_frames=args.frames, **(EYE_MOTION if args.motion else {}))
+    cfg = CohortConfig(preset_config('moderate', **kw)) if args.preset == 'cohort' else preset_config(args.preset, **kw)
     t0 = time.time()
     if args.n_test:
         from fundus2video.benchmark import write_split_phantoms
@@ -67,10 +73,15 @@ def cmd_phantom(args):
         try: paths = write_split_phantoms(args.out_dir, args.n - 2, args.n_test, cfg, n_valid=2, seed=args.seed).paths
         except ValueError as e: raise StudyError(str(e))
     else: paths = write_phantoms(args.out_dir, args.n, cfg, seed=args.seed, progress=True)
-    write_image(args.out_dir/'preview.png', study_picture(load_study(paths[0])))
-    print(f"wrote {len(paths)} {args.preset} studies ({args.size}x{args.size}, {args.frames} frames) to {args.out_dir} "
-          f"in {time.time() - t0:.1f} s, with {args.out_dir/'manifest.csv'}")
-    print(f"look at {args.out_dir/'preview.png'} (the first study: colour photo and angiogram frames)")
+    first = [load_study(p) for p in paths[:8]]
+    write_image(args.out_dir/'preview.png', study_picture(first[0]))
+    write_image(args.out_dir/'cohort.png', cohort_sheet(first, tile=160))
+    grades = [str(read_json_object(p/'meta.json').get('grade', '?')) for p in paths]
+    mix = ', '.join(f'{grades.count(g)} {g}' for g in dict.fromkeys(sorted(grades, key=lambda g: GRADE_ORDER.index(g) if g in GRADE_ORDER else 99)))
+    print(f"wrote {len(paths)} studies ({mix}; {args.size}x{args.size}, {args.frames} frames, "
+          f"{'drifting' if args.motion else 'registered'}) to {args.out_dir} in {time.time() - t0:.1f} s, with {args.out_dir/'manifest.csv'}")
+    print(f"look at {args.out_dir/'preview.png'} (the first study: colour photo and angiogram frames) and "
+          f"{args.out_dir/'cohort.png'} (up to 8 eyes: photo above the last frame)")
     print(f"next: fundus2video mask {args.out_dir} -o {args.out_dir/'knowledge_masks.png'}")
 
 # %% ../nbs/90_cli.ipynb #e5297c01

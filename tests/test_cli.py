@@ -82,3 +82,17 @@ def test_bad_input_is_one_clear_line(tmp_path, cli):
     assert 'eye: no colour fundus photo' in r.stderr
     r = cli('phantom', tmp_path/'x', '--n', '0', check=False)
     assert r.returncode == 2 and 'argument --n: must be from 1' in r.stderr and r.stderr.count('\n') == 1
+
+
+def test_phantom_cohort_and_motion(tmp_path, cli):
+    "By default a mixed cohort of registered eyes (grades printed, cohort.png written); --preset picks one grade; --motion makes frames drift."
+    import json
+    r = cli('phantom', tmp_path/'c', '--n', '12', '--size', '64', '--frames', '4')
+    grades = [json.load(open(p/'meta.json'))['grade'] for p in sorted((tmp_path/'c').glob('phantom_*'))]
+    assert len(set(grades)) >= 2 and (tmp_path/'c'/'cohort.png').exists(), grades
+    assert all(f'{grades.count(g)} {g}' in r.stdout for g in set(grades)) and 'registered' in r.stdout
+    metas = [json.load(open(p/'meta.json')) for p in sorted((tmp_path/'c').glob('phantom_*'))]
+    assert all(m['dx'] == m['dy'] == m['rotation'] == 0 for meta in metas for m in meta['motion'])
+    cli('phantom', tmp_path/'m', '--n', '2', '--size', '64', '--frames', '4', '--preset', 'healthy', '--motion')
+    metas = [json.load(open(p/'meta.json')) for p in sorted((tmp_path/'m').glob('phantom_*'))]
+    assert all(m['grade'] == 'healthy' for m in metas) and any(x['dx'] != 0 for m in metas for x in m['motion'])
