@@ -10,7 +10,7 @@ from pathlib import Path
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*deprecated', category=FutureWarning)
 import numpy as np
 import fundus2video
-from .data import StudyError, load_study, write_image, read_manifest, study_picture, _find_image
+from .data import StudyError, load_study, write_image, read_manifest, study_picture, find_image
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'SUBCOMMANDS', 'add_phantom', 'cmd_phantom', 'add_mask', 'cmd_mask', 'add_train', 'cmd_train',
@@ -40,7 +40,7 @@ def cmd_phantom(args):
     cfg = preset_config(args.preset, size=args.size, n_frames=args.frames)
     t0 = time.time()
     if args.n_test:
-        from fundus2video.benchmark import write_split_phantoms
+        from fundus2video.ablation import write_split_phantoms
         if args.n < 3: raise StudyError(f"--n-test needs --n >= 3 (train and valid studies), got --n {args.n}")
         try: paths = write_split_phantoms(args.out_dir, args.n - 2, args.n_test, cfg, n_valid=2, seed=args.seed).paths
         except ValueError as e: raise StudyError(str(e))
@@ -75,7 +75,7 @@ def _report(s, km):
 def cmd_mask(args):
     from fundus2video.knowledge_mask import study_knowledge_mask, overlay, knowledge_mask_sheet
     kw = dict(threshold=args.threshold, min_area=args.min_area, use_fov=not args.no_fov)
-    if args.path.is_dir() and _find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
+    if args.path.is_dir() and find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
         studies = [load_study(r['path']) for r in read_manifest(args.path)]
         for s in studies: _report(s, study_knowledge_mask(s, **kw))
         write_image(args.out, knowledge_mask_sheet(studies, **kw))
@@ -114,7 +114,7 @@ def add_train(sub):
 def _run_config(args):
     "The run config from the preset and the command-line overrides."
     from dataclasses import replace
-    from fundus2video.train import preset, ablate, with_epochs
+    from fundus2video.configs import preset, ablate, with_epochs
     cfg = ablate(preset(args.preset), **{k: getattr(args, k) for k in ABLATIONS})
     if args.size: cfg = replace(cfg, pipeline=replace(cfg.pipeline, size=args.size))
     if args.seed is not None: cfg = replace(cfg, train=replace(cfg.train, seed=args.seed))
@@ -123,7 +123,8 @@ def _run_config(args):
     return with_epochs(cfg, args.epochs) if args.epochs and not args.resume else cfg
 
 def cmd_train(args):
-    from fundus2video.train import train, latest_checkpoint, Diverged
+    from fundus2video.train import train, Diverged
+    from fundus2video.checkpoint import latest_checkpoint
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
     if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
     if not args.resume and latest_checkpoint(args.out) is not None:
@@ -173,7 +174,8 @@ def add_export(sub):
     p.set_defaults(func=cmd_export)
 
 def cmd_export(args):
-    from fundus2video.inference import export_model, read_model_file
+    from fundus2video.inference import export_model
+    from fundus2video.checkpoint import read_model_file
     out = export_model(args.checkpoint, args.out, meta={'note': args.note} if args.note else None, half=not args.fp32)
     m = read_model_file(out)
     n = sum(v.numel() for v in m['G'].values())
@@ -200,7 +202,7 @@ def add_evaluate(sub):
 def cmd_evaluate(args):
     from fundus2video.inference import load_generator, DEMO_NOTE
     from fundus2video.metrics import evaluate_generator, write_metrics_json, print_summary
-    from fundus2video.train import pick_device
+    from fundus2video.runtime import pick_device
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
     print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
@@ -229,7 +231,7 @@ def add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 def cmd_bench(args):
-    from fundus2video.bench import run_bench, print_bench
+    from fundus2video.speed import run_bench, print_bench
     if args.vgg is not None and not args.vgg.exists(): raise FileNotFoundError(f"{args.vgg}: VGG19 weights file not found")
     if min(args.sizes + args.infer_sizes) < 32: raise StudyError("--sizes and --infer-sizes must be at least 32 px")
     print('measuring (each figure in a fresh process); this takes a few minutes on a CPU' if not args.quick else 'quick run: tiny networks at 64 px')
