@@ -11,7 +11,7 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*deprecated', c
 import numpy as np
 import fundus2video
 from .data import (StudyError, SPLITS, IMAGE_SUFFIXES, load_study, write_image, read_manifest, study_picture,
-                               _find_image, read_image, read_json_object, check_fundus_photo)
+                               find_image, read_image, read_json_object, check_fundus_photo)
 from .guard import (Output, check_outputs, is_study_folder, int_arg, float_arg, device_arg, OneLineParser,
                                 error_line, MAX_SIZE, MAX_FRAMES, MAX_STUDIES, MAX_EPOCHS, MAX_SEED)
 
@@ -68,7 +68,7 @@ def cmd_phantom(args):
     cfg = CohortConfig(preset_config('moderate', **kw)) if args.preset == 'cohort' else preset_config(args.preset, **kw)
     t0 = time.time()
     if args.n_test:
-        from fundus2video.benchmark import write_split_phantoms
+        from fundus2video.ablation import write_split_phantoms
         if args.n < 3: raise StudyError(f"--n-test needs --n >= 3 (train and valid studies), got --n {args.n}")
         try: paths = write_split_phantoms(args.out_dir, args.n - 2, args.n_test, cfg, n_valid=2, seed=args.seed).paths
         except ValueError as e: raise StudyError(str(e))
@@ -110,7 +110,7 @@ def cmd_mask(args):
     check_outputs(outs, {'STUDY_DIR': args.path})
     from fundus2video.knowledge_mask import study_knowledge_mask, overlay, knowledge_mask_sheet
     kw = dict(threshold=args.threshold, min_area=args.min_area, use_fov=not args.no_fov)
-    if args.path.is_dir() and _find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
+    if args.path.is_dir() and find_image(args.path, 'cf') is None and not (args.path/'ffa').is_dir():   # a data folder
         if args.overlay: raise StudyError(f"--overlay {args.overlay}: needs one study folder, and {args.path} is a data folder")
         studies = [load_study(r['path']) for r in read_manifest(args.path)]
         for s in studies: _report(s, study_knowledge_mask(s, **kw))
@@ -149,14 +149,14 @@ def add_train(sub):
 
 def _train_interrupted(args) -> str:
     "What to say when Ctrl-C stops training: the checkpoint to resume from, and the command."
-    from fundus2video.train import latest_checkpoint
+    from fundus2video.checkpoint import latest_checkpoint
     ck, again = latest_checkpoint(args.out), shlex.join(['fundus2video', 'train', str(args.data_dir), '--out', str(args.out)])
     return f"; resume from {ck} with: {again} --resume" if ck else " before the first checkpoint; start again with the same command"
 
 def _run_config(args):
     "The run config from the preset and the command-line overrides."
     from dataclasses import replace
-    from fundus2video.train import preset, ablate, with_epochs
+    from fundus2video.configs import preset, ablate, with_epochs
     cfg = ablate(preset(args.preset), **{k: getattr(args, k) for k in ABLATIONS})
     if args.size: cfg = replace(cfg, pipeline=replace(cfg.pipeline, size=args.size))
     if args.seed is not None: cfg = replace(cfg, train=replace(cfg.train, seed=args.seed))
@@ -169,7 +169,8 @@ def cmd_train(args):
     check_outputs([Output(args.out, '--out')], {'DATA_DIR': args.data_dir, '--vgg': args.vgg})
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
     if args.vgg is not None and not args.vgg.is_file(): raise FileNotFoundError(f"--vgg {args.vgg}: VGG19 weights file not found")
-    from fundus2video.train import train, latest_checkpoint, Diverged
+    from fundus2video.train import train, Diverged
+    from fundus2video.checkpoint import latest_checkpoint
     if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
     if not args.resume and latest_checkpoint(args.out) is not None:
         raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
@@ -230,7 +231,8 @@ def add_export(sub):
 
 def cmd_export(args):
     check_outputs([Output(args.out, '-o', ('.pt', '.pth'))], {'CHECKPOINT': args.checkpoint})
-    from fundus2video.inference import export_model, read_model_file
+    from fundus2video.inference import export_model
+    from fundus2video.checkpoint import read_model_file
     out = export_model(args.checkpoint, args.out, meta={'note': args.note} if args.note else None, half=not args.fp32)
     m = read_model_file(out)
     n = sum(v.numel() for v in m['G'].values())
@@ -265,7 +267,7 @@ def cmd_evaluate(args):
     i3d = load_i3d(args.i3d) if args.i3d else None                     # named weights: checked before any work
     lpips = load_lpips(args.lpips) if args.lpips else None
     from fundus2video.inference import load_generator, DEMO_NOTE
-    from fundus2video.train import pick_device
+    from fundus2video.runtime import pick_device
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
     print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
     try: res = evaluate_generator(G, args.data_dir, args.split, i3d=i3d, lpips=lpips, official=args.official,
@@ -295,7 +297,7 @@ def add_bench(sub):
 def cmd_bench(args):
     if args.json: check_outputs([Output(args.json, '--json', ('.json',))], {'--vgg': args.vgg})
     if args.vgg is not None and not args.vgg.is_file(): raise FileNotFoundError(f"--vgg {args.vgg}: VGG19 weights file not found")
-    from fundus2video.bench import run_bench, print_bench
+    from fundus2video.speed import run_bench, print_bench
     print('measuring (each figure in a fresh process); this takes a few minutes on a CPU' if not args.quick else 'quick run: tiny networks at 64 px')
     res = run_bench(tuple(args.sizes), tuple(args.infer_sizes), device=args.device, vgg_path=args.vgg and str(args.vgg),
                     reference=not args.no_reference, json_path=args.json, quick=args.quick, bf16=False if args.no_bf16 else None)

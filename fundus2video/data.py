@@ -16,10 +16,10 @@ __all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUF
            'Study', 'saturation', 'image_size', 'read_image', 'write_bytes', 'write_text', 'write_image',
            'largest_component', 'fill_holes', 'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study',
            'check_fundus_photo', 'frame_filename', 'parse_frame_filename', 'read_text', 'read_csv_rows',
-           'read_json_object', 'save_study', 'load_study', 'fov_box', 'crop_pad', 'resize_image', 'resize_mask',
-           'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
-           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'show_study', 'label_image',
-           'study_picture', 'scrub_study']
+           'read_json_object', 'save_study', 'find_image', 'load_study', 'fov_box', 'crop_pad', 'resize_image',
+           'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
+           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'fmt_time', 'show_study',
+           'label_image', 'study_picture', 'scrub_study']
 
 # %% ../nbs/00_data.ipynb #f10f3abe
 PHASES = ('arterial', 'venous', 'late')  # the three phases the paper samples 4 frames from
@@ -317,7 +317,8 @@ def _json_default(o):
     return str(o)
 
 # %% ../nbs/00_data.ipynb #bd1298a5
-def _find_image(folder:Path, stem:str):
+def find_image(folder:Path, stem:str) -> Path | None:
+    "The one image `folder/stem.*` (any suffix of `IMAGE_SUFFIXES`), None if there is none; an error if there are several."
     hits = sorted(p for p in folder.glob(f'{stem}.*') if p.suffix.lower() in IMAGE_SUFFIXES)
     if len(hits) > 1: raise StudyError(f"{folder}: several {stem} images ({', '.join(p.name for p in hits)}); keep one")
     return hits[0] if hits else None
@@ -368,7 +369,7 @@ def load_study(path,             # a study folder (see the layout above)
     "Read and check a study folder; any problem raises a `StudyError` naming the file."
     folder = Path(path)
     if not folder.is_dir(): raise StudyError(f"{folder}: not a study folder (does not exist or is a file)")
-    cf_path = _find_image(folder, 'cf')
+    cf_path = find_image(folder, 'cf')
     if cf_path is None: raise StudyError(f"{folder}: no colour fundus photo (expected cf.png, cf.jpg or cf.tif)")
     files = _frame_files(folder)
     cf = read_image(cf_path, 'rgb')
@@ -380,7 +381,7 @@ def load_study(path,             # a study folder (see the layout above)
                              f"{frames[0].shape[1]}x{frames[0].shape[0]}; all frames must have one size")
     times, phases = _read_frames_csv(folder, files)
     meta = _read_meta(folder)
-    fov_path = _find_image(folder, 'fov')
+    fov_path = find_image(folder, 'fov')
     frames = np.stack(frames) if frames else np.zeros((0,) + cf.shape[:2], np.uint8)
     fov = read_image(fov_path, 'grey') > 127 if fov_path else None
     s = Study(cf, frames, times, phases, fov, _read_lesions(folder), name=meta.pop('name', folder.name),
@@ -486,7 +487,7 @@ def _study_name(st, fn, line) -> str:
     return st
 
 def _scan_studies(data_dir:Path, seed=0) -> list:
-    names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and _find_image(p, 'cf'))
+    names = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and find_image(p, 'cf'))
     if not names: raise StudyError(f"{data_dir}: no study folders (sub-folders with a cf.png) and no manifest.csv")
     sp = assign_splits([patient_of(n) for n in names], seed=seed)
     return [dict(study=n, patient=patient_of(n), split=sp[patient_of(n)], path=data_dir/n) for n in names]
@@ -588,7 +589,9 @@ def from_isfahan(folder, out_dir) -> list:
     return paths
 
 # %% ../nbs/00_data.ipynb #e7f56055
-def _fmt_time(t): return '' if math.isnan(t) else (f'{t:.0f} s' if t < 120 else f'{t / 60:.1f} min')
+def fmt_time(t:float) -> str: # seconds after injection, NaN if unknown
+    "A frame time for titles: '45 s', '6.5 min', or '' when unknown."
+    return '' if math.isnan(t) else (f'{t:.0f} s' if t < 120 else f'{t / 60:.1f} min')
 
 def show_study(s:Study, max_frames=12, size=1.6, title=None):
     "Plot the CF beside (up to `max_frames` of) the FFA frames, titled with time and phase; returns the figure."
@@ -598,7 +601,7 @@ def show_study(s:Study, max_frames=12, size=1.6, title=None):
     axs[0].imshow(s.cf); axs[0].set_title('CF', fontsize=8)
     for a, i in zip(axs[1:], idx):
         a.imshow(s.frames[i], cmap='gray', vmin=0, vmax=255)
-        a.set_title(f'{_fmt_time(s.times[i])}\n{s.phases[i]}'.strip(), fontsize=8)
+        a.set_title(f'{fmt_time(s.times[i])}\n{s.phases[i]}'.strip(), fontsize=8)
     for a in axs: a.axis('off')
     fig.suptitle(title or repr(s), fontsize=9); fig.tight_layout()
     return fig
@@ -616,7 +619,7 @@ def study_picture(s:Study, tile=160, rows=2) -> np.ndarray: # (2*tile, 2*tile + 
     grid = np.zeros((rows * tile, cols * tile, 3), np.uint8)
     for i, f in enumerate(s.frames):
         t = cv2.resize(np.stack([f] * 3, -1), (tile, tile), interpolation=cv2.INTER_AREA)
-        t = label_image(t, ' '.join(x for x in [_fmt_time(s.times[i]), s.phases[i]] if x))
+        t = label_image(t, ' '.join(x for x in [fmt_time(s.times[i]), s.phases[i]] if x))
         r, c = divmod(i, cols); grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
     cf = cv2.resize(s.cf, (rows * tile, rows * tile), interpolation=cv2.INTER_AREA)
     cf = label_image(cf, 'colour fundus')
@@ -631,7 +634,7 @@ def scrub_study(s:Study, size=3.2):
         fig, ax = plt.subplots(1, 2, figsize=(2 * size, size))
         ax[0].imshow(s.cf); ax[0].set_title('CF', fontsize=9)
         ax[1].imshow(s.frames[frame], cmap='gray', vmin=0, vmax=255)
-        ax[1].set_title(f'frame {frame}: {_fmt_time(s.times[frame])} {s.phases[frame]}', fontsize=9)
+        ax[1].set_title(f'frame {frame}: {fmt_time(s.times[frame])} {s.phases[frame]}', fontsize=9)
         for a in ax: a.axis('off')
         plt.show()
     return interact(show, frame=IntSlider(0, 0, s.n_frames - 1, description='frame'))

@@ -10,38 +10,22 @@ import numpy as np
 import cv2
 import torch
 import fundus2video
-from .data import PHASES, StudyError, read_image, write_image, label_image
+from .data import PHASES, read_image, write_image, label_image
 from .data import fov_mask, fov_box, crop_pad, resize_image, resize_mask
 from .pipeline import to_unit
 from .generator import Generator
 from .rollout import VideoRollout
-from .train import RunConfig, config_from_dict, atomic_save, pick_device, to_uint8
+from .configs import RunConfig, config_from_dict
+from .runtime import pick_device
+from .checkpoint import MODEL_FORMAT, MODEL_VERSION, CHECKPOINT_FORMAT, ModelFileError, read_model_file, atomic_save
+from .media import to_uint8, write_mp4, write_gif, write_frames
 
 # %% auto #0
-__all__ = ['MODEL_FORMAT', 'MODEL_VERSION', 'CHECKPOINT_FORMAT', 'DEMO_MODEL', 'DEMO_NOTE', 'ModelFileError', 'read_model_file',
-           'export_model', 'load_generator', 'as_uint8_rgb', 'prepare_photo', 'generate_frames', 'frame_phases',
-           'write_mp4', 'read_mp4', 'write_gif', 'write_frames', 'contact_sheet', 'generate']
+__all__ = ['DEMO_MODEL', 'DEMO_NOTE', 'export_model', 'load_generator', 'as_uint8_rgb', 'prepare_photo', 'generate_frames',
+           'frame_phases', 'contact_sheet', 'generate']
 
 # %% ../nbs/10_inference.ipynb #4993e19a
-MODEL_FORMAT, MODEL_VERSION = 'fundus2video-model', 1
-CHECKPOINT_FORMAT = 'fundus2video-checkpoint'
 DEMO_MODEL = Path(fundus2video.__file__).parent/'assets'/'demo_model.pt'
-
-class ModelFileError(StudyError):
-    "A model or checkpoint file is unusable; the message names the file and the problem."
-
-def read_model_file(path) -> dict:
-    "The contents of a model file or training checkpoint, loaded safely, or a `ModelFileError` naming the file."
-    path = Path(path)
-    if not path.is_file(): raise ModelFileError(f"{path}: model file not found")
-    try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ModelFileError(f"{path}: not a fundus2video model or checkpoint (torch.load failed: {type(e).__name__})") from None
-    fmt = ck.get('format') if isinstance(ck, dict) else None
-    if fmt not in (MODEL_FORMAT, CHECKPOINT_FORMAT):
-        raise ModelFileError(f"{path}: not a fundus2video model or checkpoint (format {fmt!r})")
-    if fmt == MODEL_FORMAT and ck.get('version', 0) > MODEL_VERSION:
-        raise ModelFileError(f"{path}: model file version {ck['version']} is newer than this fundus2video reads ({MODEL_VERSION}): upgrade")
-    return ck
 
 # %% ../nbs/10_inference.ipynb #c925dfe4
 def _checkpoint_meta(ck:dict, source) -> dict:
@@ -144,66 +128,6 @@ def generate_frames(G,                     # generator (x (B,6,H,W) -> Generator
 def frame_phases(n_frames:int, per_phase:int) -> list:
     "Nominal phase of each generated frame: `per_phase` frames per phase of `PHASES`, 'late+' past the trained length."
     return [PHASES[i // per_phase] if i < per_phase * len(PHASES) else PHASES[-1] + '+' for i in range(n_frames)]
-
-# %% ../nbs/10_inference.ipynb #bdfafcce
-def _upscale(frames:np.ndarray, # (T,H,W) or (T,H,W,3) uint8
-             factor:int|None,   # integer enlargement; None: the smallest making the shorter side >= 256
-            ) -> np.ndarray:
-    "Frames enlarged by an integer factor (nearest neighbour)."
-    if factor is None: factor = max(1, math.ceil(256 / min(frames.shape[1:3])))
-    return frames if factor == 1 else frames.repeat(factor, 1).repeat(factor, 2)
-
-def _pad_even(frames:np.ndarray) -> np.ndarray:
-    "Pad height and width to even sizes with black (yuv420p needs them even)."
-    H, W = frames.shape[1:3]
-    pad = [(0, 0), (0, H % 2), (0, W % 2)] + [(0, 0)] * (frames.ndim - 3)
-    return np.pad(frames, pad)
-
-def write_mp4(frames:np.ndarray,  # (T,H,W) grey or (T,H,W,3) RGB, uint8
-              path,               # .mp4 file to write
-              fps=4,              # frames per second of playback
-              upscale:int=None,   # integer enlargement; None: enough for a 256-pixel video; 1: none
-             ) -> Path:
-    "Write frames as an H.264 MP4 (yuv420p, odd sizes padded to even)."
-    import imageio_ffmpeg
-    frames = _pad_even(_upscale(np.asarray(frames, np.uint8), upscale))
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    w = imageio_ffmpeg.write_frames(str(path), (frames.shape[2], frames.shape[1]), fps=fps, codec='libx264',
-                                    pix_fmt_in='gray' if frames.ndim == 3 else 'rgb24', pix_fmt_out='yuv420p',
-                                    quality=None, output_params=['-crf', '17'], macro_block_size=1, ffmpeg_log_level='error')
-    w.send(None)
-    for f in frames: w.send(np.ascontiguousarray(f))
-    w.close()
-    return path
-
-# %% ../nbs/10_inference.ipynb #b267da12
-def read_mp4(path) -> np.ndarray: # (T,H,W,3) uint8 RGB
-    "Decode an MP4 into RGB frames (to check what was written)."
-    import imageio_ffmpeg
-    r = imageio_ffmpeg.read_frames(str(path)); meta = next(r)
-    W, H = meta['size']
-    return np.stack([np.frombuffer(b, np.uint8).reshape(H, W, 3) for b in r])
-
-# %% ../nbs/10_inference.ipynb #438612ed
-def write_gif(frames:np.ndarray, # (T,H,W) grey or (T,H,W,3) RGB, uint8
-              path, fps=4,       # frames per second of playback
-              upscale:int=None,  # as in `write_mp4`
-             ) -> Path:
-    "Write frames as a looping animated GIF."
-    from PIL import Image
-    ims = [Image.fromarray(f) for f in _upscale(np.asarray(frames, np.uint8), upscale)]
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
-    return path
-
-def write_frames(frames:np.ndarray, # (T,H,W) or (T,H,W,3) uint8
-                 dir,               # folder to write frame_0000.png, frame_0001.png, ... into
-                ) -> list:          # the paths written
-    "Write each frame as a lossless PNG."
-    dir = Path(dir)
-    paths = [dir/f'frame_{i:04d}.png' for i in range(len(frames))]
-    for p, f in zip(paths, frames): write_image(p, f)
-    return paths
 
 # %% ../nbs/10_inference.ipynb #77708588
 def _tile(img:np.ndarray, side:int) -> np.ndarray:

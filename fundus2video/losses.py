@@ -11,12 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .guard import load_weights
+from .rollout import window_frames
 
 # %% auto #0
 __all__ = ['SOBEL_X', 'GREY_WEIGHTS', 'VGG19_FILE', 'VGG19_ENV', 'VGG_SLICES', 'VGG_WEIGHTS', 'patch_gradient_variance',
-           'gradient_variance_loss', 'WeightsNotFound', 'find_weights', 'check_sha256', 'VGGPerceptualLoss',
-           'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'adversarial_and_pixel_terms', 'generator_objective',
-           'discriminator_objective']
+           'video_windows', 'gradient_variance_loss', 'WeightsNotFound', 'find_weights', 'check_sha256',
+           'VGGPerceptualLoss', 'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'weighted_total',
+           'adversarial_and_pixel_terms', 'generator_objective', 'discriminator_objective']
 
 # %% ../nbs/06_losses.ipynb #56e1aad6
 SOBEL_X = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
@@ -33,12 +34,19 @@ def patch_gradient_variance(img:torch.Tensor, # (B,C,H,W)
     var = cols.var(dim=2, unbiased=True).reshape(B, C, 2, -1)
     return var[:, :, 0], var[:, :, 1]
 
-def gradient_variance_loss(fake:torch.Tensor, # (B,3,H,W) generated window in [-1,1]
-                           real:torch.Tensor, # (B,3,H,W) real window in [-1,1]
+def video_windows(x:torch.Tensor, # (B,T,H,W) video in [-1,1]
+                 ) -> torch.Tensor: # (B*ceil(T/3),3,H,W): windows k = 0, 3, 6, ..., stacked along the batch
+    "A video cut into the 3-frame windows the window model sees (the last padded with the last frame)."
+    T = x.shape[1]
+    return torch.cat([x[:, window_frames(T, k)] for k in range(0, T, 3)])
+
+def gradient_variance_loss(fake:torch.Tensor, # (B,3,H,W) generated window in [-1,1]; or (B,T,H,W), T > 3, a whole video
+                           real:torch.Tensor, # (B,3,H,W) real window in [-1,1]; or (B,T,H,W) like `fake`
                            patch=12,          # patch side
                            mode='grey',       # 'grey': official luma mix of the 3 channels; 'channel': each channel alike
                           ) -> torch.Tensor:  # scalar
-    "MSE between the per-patch gradient variances of `fake` and `real`, summed over x and y."
+    "MSE between the per-patch gradient variances of `fake` and `real`, summed over x and y; of a video, the mean over its windows."
+    if fake.shape[1] > 3: fake, real = video_windows(fake), video_windows(real)
     if mode == 'grey':
         w = torch.tensor(GREY_WEIGHTS, dtype=fake.dtype, device=fake.device)[None, :, None, None]
         fake, real = (fake * w).sum(1, keepdim=True), (real * w).sum(1, keepdim=True)
@@ -146,7 +154,9 @@ class LossWeights:
     gan_mode: str = 'lsgan'   # 'lsgan' (official) or 'hinge'
     gan_reduce: str = 'sum'   # over D scales: 'sum' (official) or 'mean'
 
-def _total(terms:dict, weights:dict) -> dict:
+def weighted_total(terms:dict,   # name -> unweighted scalar loss (None: not computed)
+                   weights:dict, # name -> weight (missing: 0)
+                  ) -> dict:     # the terms with a non-zero weight, plus their weighted sum as 'total'
     "Keep the terms with a non-zero weight and add their weighted sum as 'total'."
     kept = {k: v for k, v in terms.items() if v is not None and weights.get(k, 0) != 0}
     if not kept: raise ValueError("every loss term has weight 0 or is missing")
@@ -190,7 +200,7 @@ def generator_objective(out:GeneratorOutput,      # the generator's output for t
     if nce_head is not None and w.nce:
         t['nce'] = patchnce_loss(encode, nce_head, cf, fake, real, nce_cfg, km, src_feats=nce_src_feats)['nce']
     if out.attention is not None and km is not None: t['att'] = attention_loss(out.attention, km)
-    return _total(t, vars(w))
+    return weighted_total(t, vars(w))
 
 def discriminator_objective(fake:torch.Tensor,     # (B,3,H,W) generated window (detached here)
                             real:torch.Tensor,     # (B,3,H,W) real window in [-1,1]
@@ -205,4 +215,4 @@ def discriminator_objective(fake:torch.Tensor,     # (B,3,H,W) generated window 
     t = dict(d_real=g(o.real, True), d_fake=g(o.fake, False))
     if o.real_km is not None: t.update(d_real_km=g(o.real_km, True), d_fake_km=g(o.fake_km, False))
     weights = dict(d_real=w.d_plain, d_fake=w.d_plain, d_real_km=w.d_km, d_fake_km=w.d_km)
-    return _total(t, weights)
+    return weighted_total(t, weights)

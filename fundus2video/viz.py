@@ -10,31 +10,13 @@ import cv2
 import pandas as pd
 import matplotlib.pyplot as plt
 from matplotlib import animation
-from .data import label_image, _fmt_time
+from .data import label_image, fmt_time
+from .media import to_numpy, to_uint8
 from .knowledge_mask import overlay
 
 # %% auto #0
-__all__ = ['REGION_COLOURS', 'as_uint8', 'video_frames', 'cf_image', 'mask_image', 'panel_frame', 'frame_label', 'png_bytes',
-           'video_player', 'animate', 'video_html', 'strip_image', 'show_strip', 'read_run_logs', 'plot_losses',
-           'plot_time_intensity']
-
-# %% ../nbs/11_viz.ipynb #6a3993f5
-def _numpy(x) -> np.ndarray:
-    "A numpy view of an array or a tensor on any device (floats as float32)."
-    if hasattr(x, 'detach'):
-        x = x.detach().cpu()
-        return (x.float() if x.is_floating_point() else x).numpy()
-    return np.asarray(x)
-
-def as_uint8(x) -> np.ndarray: # same shape, uint8
-    "Pixels as uint8: uint8 and bool are kept (bool as 0/255), floats (arrays or tensors) are read as [-1,1]."
-    a = _numpy(x)
-    if a.dtype == np.uint8: return a
-    if a.dtype == bool: return a.astype(np.uint8) * 255
-    if not np.issubdtype(a.dtype, np.floating): raise TypeError(f"pixels must be uint8 or floats in [-1,1], not {a.dtype}")
-    if a.size and np.nanmax(np.abs(a)) > 1.5:
-        raise ValueError(f"float pixels must be in [-1,1] (max |x| is {np.nanmax(np.abs(a)):.1f}); pass uint8 for 0..255")
-    return ((np.clip(a, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+__all__ = ['REGION_COLOURS', 'video_frames', 'cf_image', 'mask_image', 'panel_frame', 'frame_label', 'png_bytes', 'video_player',
+           'animate', 'video_html', 'strip_image', 'show_strip', 'read_run_logs', 'plot_losses', 'plot_time_intensity']
 
 # %% ../nbs/11_viz.ipynb #4acb567d
 def _drop_batch(a:np.ndarray, ndim:int) -> np.ndarray:
@@ -42,13 +24,13 @@ def _drop_batch(a:np.ndarray, ndim:int) -> np.ndarray:
 
 def video_frames(v) -> np.ndarray: # (T,H,W) uint8
     "A video as (T,H,W) uint8, from (T,H,W) or (1,T,H,W) uint8 arrays or tensors in [-1,1]."
-    a = _drop_batch(as_uint8(v), 3)
+    a = _drop_batch(to_uint8(v), 3)
     if a.ndim != 3: raise ValueError(f"a video must be (T,H,W) or (1,T,H,W), not {a.shape}")
     return a
 
 def cf_image(cf) -> np.ndarray: # (H,W,3) uint8 RGB
     "A colour fundus as (H,W,3) uint8, from (H,W,3) uint8 or (3,H,W) / (1,3,H,W) tensors in [-1,1]."
-    a = _drop_batch(as_uint8(cf), 3)
+    a = _drop_batch(to_uint8(cf), 3)
     if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3: a = a.transpose(1, 2, 0)
     if a.ndim == 2: a = np.stack([a] * 3, -1)
     if a.ndim != 3 or a.shape[-1] != 3: raise ValueError(f"a colour fundus must be (H,W,3) or (3,H,W), not {a.shape}")
@@ -57,7 +39,7 @@ def cf_image(cf) -> np.ndarray: # (H,W,3) uint8 RGB
 def mask_image(km) -> np.ndarray|None: # (H,W) bool, or None
     "A knowledge mask as (H,W) bool from bool, {0,1} or {0,255} arrays or tensors of shape (...,H,W)."
     if km is None: return None
-    a = _numpy(km)
+    a = to_numpy(km)
     if a.ndim > 2 and np.prod(a.shape[:-2]) == 1: a = a.reshape(a.shape[-2:])
     if a.ndim != 2: raise ValueError(f"a knowledge mask must be (H,W) (or have leading 1s), not {a.shape}")
     return a > (0.5 if np.issubdtype(a.dtype, np.floating) else 0)
@@ -94,7 +76,7 @@ def panel_frame(cf, videos:dict, i:int, # frame index
 
 def frame_label(i:int, T:int, times=None, phases=None) -> str:
     "'frame 3/12 · 16 s · arterial': index, time after injection and phase where known."
-    t = _fmt_time(float(times[i])) if times is not None else ''
+    t = fmt_time(float(times[i])) if times is not None else ''
     p = phases[i] if phases is not None else ''
     return ' · '.join(x for x in [f'frame {i + 1}/{T}', t, p] if x)
 
@@ -174,7 +156,7 @@ def strip_image(cf, videos:dict, km=None, tile=96, max_frames=12,
 
 def _column_label(i:int, times=None, phases=None) -> str:
     "Time and phase of frame `i` on two lines, or 'frame i+1' when neither is known."
-    t = _fmt_time(float(times[i])) if times is not None else ''
+    t = fmt_time(float(times[i])) if times is not None else ''
     p = phases[i] if phases is not None else ''
     return '\n'.join(x for x in [t, p] if x) or f'frame {i + 1}'
 

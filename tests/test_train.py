@@ -6,6 +6,8 @@ import pytest
 import torch
 from fundus2video.phantom import write_phantoms, preset_config
 import fundus2video.train as T
+import fundus2video.configs as C
+import fundus2video.checkpoint as CK
 
 
 @pytest.fixture(scope='module')
@@ -17,11 +19,11 @@ def data(tmp_path_factory):
 
 
 def small(epochs=2):
-    return T.with_epochs(T.preset('tiny'), epochs)
+    return C.with_epochs(C.preset('tiny'), epochs)
 
 
 def weights(path) -> dict:
-    ck = T.load_checkpoint(path)
+    ck = CK.load_checkpoint(path)
     return {f'{n}.{k}': v for n in ('G', 'D', 'head') for k, v in ck[n].items()}
 
 
@@ -31,24 +33,24 @@ def same(a:dict, b:dict) -> bool: return a.keys() == b.keys() and all(torch.equa
 def test_resume_equals_uninterrupted(data, tmp_path):
     full = T.train(data, tmp_path/'full', small(3), progress=False)
     T.train(data, tmp_path/'part', small(3), epochs=1, progress=False)           # stops after epoch 1
-    assert T.latest_checkpoint(tmp_path/'part').name == 'epoch_0001.pt'
+    assert CK.latest_checkpoint(tmp_path/'part').name == 'epoch_0001.pt'
     part = T.train(data, tmp_path/'part', resume=True, progress=False)
     assert same(full.stepper.gan.state_dict(), part.stepper.gan.state_dict())
     assert same(weights(tmp_path/'full'/'checkpoints'/'epoch_0003.pt'), weights(tmp_path/'part'/'checkpoints'/'epoch_0003.pt'))
     h1, h2 = [list(csv.DictReader(open(tmp_path/r/'history.csv'))) for r in ('full', 'part')]
     assert [r['valid_l1'] for r in h1] == [r['valid_l1'] for r in h2]
-    ck = T.load_checkpoint(T.latest_checkpoint(tmp_path/'full'))
-    assert ck['epoch'] == 3 and ck['split']['valid'] and T.config_from_dict(T.RunConfig, ck['config']) == small(3)
+    ck = CK.load_checkpoint(CK.latest_checkpoint(tmp_path/'full'))
+    assert ck['epoch'] == 3 and ck['split']['valid'] and C.config_from_dict(C.RunConfig, ck['config']) == small(3)
     assert sorted(p.name for p in (tmp_path/'full'/'checkpoints').iterdir()) == ['best.pt', 'epoch_0002.pt', 'epoch_0003.pt']
     assert len(list((tmp_path/'full'/'samples').glob('*.png'))) == 3
 
 
 def test_atomic_save_keeps_the_old_file(tmp_path, monkeypatch):
-    path = T.atomic_save({'format': 'fundus2video-checkpoint', 'x': torch.ones(3)}, tmp_path/'ck.pt')
+    path = CK.atomic_save({'format': 'fundus2video-checkpoint', 'x': torch.ones(3)}, tmp_path/'ck.pt')
     before = path.read_bytes()
     def crash(obj, f): f.write(b'half a checkpoint'); raise KeyboardInterrupt
     monkeypatch.setattr(torch, 'save', crash)
-    with pytest.raises(KeyboardInterrupt): T.atomic_save({'x': torch.zeros(3)}, path)
+    with pytest.raises(KeyboardInterrupt): CK.atomic_save({'x': torch.zeros(3)}, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['ck.pt']
 
 
@@ -56,7 +58,7 @@ def test_checkpoints_cannot_run_code(tmp_path):
     class Evil:
         def __reduce__(self): return (os.system, ('touch ' + str(tmp_path/'pwned'),))
     torch.save({'format': 'fundus2video-checkpoint', 'e': Evil()}, tmp_path/'evil.pt')
-    with pytest.raises(Exception, match='Weights only load failed'): T.load_checkpoint(tmp_path/'evil.pt')
+    with pytest.raises(Exception, match='Weights only load failed'): CK.load_checkpoint(tmp_path/'evil.pt')
     assert not (tmp_path/'pwned').exists()
 
 
@@ -70,7 +72,7 @@ def test_divergence_stops_and_keeps_the_last_checkpoint(data, tmp_path, monkeypa
         return out
     monkeypatch.setattr(T, 'generator_objective', blows_up)
     with pytest.raises(T.Diverged, match='gv is not finite'): T.train(data, tmp_path/'run', resume=True, progress=False)
-    assert T.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
+    assert CK.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
     assert (tmp_path/'run'/'checkpoints'/'epoch_0001.pt').read_bytes() == good
 
 
@@ -87,7 +89,7 @@ def test_cli_sigkill_then_resume_matches(data, tmp_path, cli):
     ck, t0 = tmp_path/'killed'/'checkpoints'/'epoch_0002.pt', time.time()
     while not ck.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
     p.send_signal(signal.SIGKILL); p.wait()
-    done = T.latest_checkpoint(tmp_path/'killed')
+    done = CK.latest_checkpoint(tmp_path/'killed')
     assert done is not None and done.name != 'epoch_0004.pt', 'killed too late to test anything'
     r = cli(*_train_cmd(data, tmp_path/'killed', '--resume')[1:])
     assert 'resumed from' in r.stdout
@@ -100,7 +102,7 @@ def test_cli_user_errors(data, tmp_path, cli):
     r = cli('train', data, '--out', tmp_path/'none', '--resume', check=False)
     assert r.returncode == 2 and 'no checkpoint to resume from' in r.stderr and 'Traceback' not in r.stderr
     cli('train', data, '--out', tmp_path/'run', '--epochs', '1', '--size', '64', '--no-attention', '--no-scheduled-sampling')
-    ck = T.load_checkpoint(T.latest_checkpoint(tmp_path/'run'))
+    ck = CK.load_checkpoint(CK.latest_checkpoint(tmp_path/'run'))
     assert ck['config']['generator']['attention'] is False and ck['config']['rollout']['ss_schedule'] == 'never'
     r = cli('train', data, '--out', tmp_path/'run', '--epochs', '1', check=False)
     assert r.returncode == 2 and 'add --resume' in r.stderr
@@ -108,9 +110,9 @@ def test_cli_user_errors(data, tmp_path, cli):
 
 
 DDP_SCRIPT = """
-import sys, torch, fundus2video.train as T
+import sys, torch, fundus2video.train as T, fundus2video.configs as C
 data, out = sys.argv[1:]
-learn = T.train(data, out, T.with_epochs(T.preset('tiny'), 2), progress=False)
+learn = T.train(data, out, C.with_epochs(C.preset('tiny'), 2), progress=False)
 torch.save(learn.stepper.gan.state_dict(), f'{out}/rank{T.rank()}_of_{T.world_size()}.pt')
 """
 
@@ -125,7 +127,7 @@ def test_ddp_two_cpu_processes(data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     w0, w1 = [torch.load(out/f'rank{i}_of_2.pt', weights_only=True) for i in (0, 1)]
     assert same(w0, w1)                                          # the copies stayed identical
-    ck = T.load_checkpoint(T.latest_checkpoint(out))
+    ck = CK.load_checkpoint(CK.latest_checkpoint(out))
     assert all(torch.equal(ck['G'][k], w0['G.' + k]) for k in ck['G'])
     n_train = len(T.data_split(data)['train'])
     assert ck['epoch'] == 2 and ck['step'] == 2 * n_train // 2 and ck['videos_seen'] == 2 * n_train
@@ -138,11 +140,11 @@ def test_cli_under_torchrun(data, tmp_path):
                         '--out', str(tmp_path/'run'), '--epochs', '1', '--size', '64'], capture_output=True, text=True,
                        timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert T.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
+    assert CK.latest_checkpoint(tmp_path/'run').name == 'epoch_0001.pt'
 
 
 NAN_SCRIPT = """
-import sys, torch, fundus2video.train as T
+import sys, torch, fundus2video.train as T, fundus2video.configs as C
 data, out = sys.argv[1:]
 objective = T.generator_objective
 def poisoned(*a, **kw):                      # rank 1 diverges at its first window; rank 0 stays finite
@@ -150,7 +152,7 @@ def poisoned(*a, **kw):                      # rank 1 diverges at its first wind
     if T.rank() == 1: t['gv'] = t['gv'] * float('nan')
     return t
 T.generator_objective = poisoned
-try: T.train(data, out, T.with_epochs(T.preset('tiny'), 1), progress=False)
+try: T.train(data, out, C.with_epochs(C.preset('tiny'), 1), progress=False)
 except T.Diverged as e: print(f'rank {T.rank()} stopped: {e}', flush=True); sys.exit(3)
 """
 
@@ -164,4 +166,4 @@ def test_ddp_divergence_stops_every_process(data, tmp_path):
     assert r.returncode != 0
     assert 'rank 1 stopped' in r.stdout and 'loss gv is not finite' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert 'rank 0 stopped' in r.stdout and 'on another process' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
-    assert T.latest_checkpoint(out) is None                     # nothing half-written
+    assert CK.latest_checkpoint(out) is None                     # nothing half-written
