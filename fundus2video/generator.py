@@ -17,7 +17,7 @@ __all__ = ['NORMS', 'PADDINGS', 'GeneratorConfig', 'make_norm', 'padded_conv3x3'
            'default_nce_layers', 'attention_loss']
 
 # %% ../nbs/03_generator.ipynb #28ccdb23
-NORMS = ('instance', 'batch')
+NORMS = ('instance', 'batch', 'none')
 PADDINGS = ('reflect', 'replicate', 'zero')
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class GeneratorConfig:
     ngf: int = 64                # channels after the stem (the local branch's width when `local_enhancer`)
     n_down: int = 4              # stride-2 downsamplings (and as many upsamplings)
     n_blocks: int = 9            # residual blocks at the bottleneck
-    norm: str = 'instance'       # 'instance' (no affine parameters, pix2pixHD) or 'batch'
+    norm: str = 'instance'       # 'instance' (no affine parameters, pix2pixHD), 'batch' or 'none' (see below)
     padding: str = 'reflect'     # padding inside the residual blocks: 'reflect', 'replicate' or 'zero'
     attention: bool = True       # knowledge-boosted attention (ours, see below); False: plain pix2pixHD
     attention_stage: int = 2     # decoder stage whose output the attention head reads (1 = after the first upsampling)
@@ -55,7 +55,8 @@ class GeneratorConfig:
 
 # %% ../nbs/03_generator.ipynb #faa14eec
 def make_norm(kind:str, ch:int) -> nn.Module:
-    "Instance norm without affine parameters (pix2pixHD) or batch norm with them."
+    "Instance norm without affine parameters (pix2pixHD), batch norm with them, or none (an identity, so layer indices stay)."
+    if kind == 'none': return nn.Identity()
     return nn.InstanceNorm2d(ch, affine=False) if kind == 'instance' else nn.BatchNorm2d(ch, affine=True)
 
 def padded_conv3x3(ch:int, padding:str) -> list:
