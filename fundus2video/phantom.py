@@ -123,7 +123,7 @@ def eye_config(cfg, # a `PhantomConfig` (returned as it is) or a `CohortConfig` 
                    severity=g.severity * float(rng.uniform(0.8, 1.2))), grade
 
 # %% ../nbs/01_phantom.ipynb #3960a1a6
-PHASE_WINDOWS = {'arterial': (7., 20.), 'venous': (20., 60.), 'late': (180., 630.)}  # s after injection
+PHASE_WINDOWS = {'arterial': (7.5, 20.), 'venous': (20., 60.), 'late': (180., 630.)}  # s after injection
 
 def phase_counts(n_frames:int) -> tuple:
     "How many of `n_frames` go to the arterial, venous and late phases."
