@@ -22,22 +22,23 @@ from .rollout import window_frames, generate_video
 from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, apply_lr
 from .runtime import tune_allocator
 from .checkpoint import latest_checkpoint, load_checkpoint, atomic_save
-from .train import train, append_csv
+from .train import train, append_csv, rng_states, set_rng_states, truncate_csv
 from .inference import load_generator
 from .metrics import evaluate_generator
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'PAIRED', 'REFERENCE', 'write_split_phantoms',
-           'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static', 'train_static', 'run_variant',
-           'run_benchmark', 'paired_difference', 'benchmark_table']
+__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'write_split_phantoms',
+           'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static', 'train_static', 'with_seed',
+           'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to', 'margins']
 
-# %% ../nbs/13_ablation.ipynb #9bdf533b
+# %% ../nbs/13_ablation.ipynb #59a3975f
 VARIANTS = {
     'full':              lambda cfg: cfg,
     'no_attention':      lambda cfg: ablate(cfg, attention=False),
     'no_knowledge_D':    lambda cfg: ablate(cfg, knowledge_aware=False),
     'no_mask_nce':       lambda cfg: ablate(cfg, mask_nce=False),
     'no_sched_sampling': lambda cfg: ablate(cfg, scheduled_sampling=False),
+    'no_knowledge':      lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
     'static_pix2pixhd':  lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
 }
 STATIC_VARIANTS = ('static_pix2pixhd',)   # trained by `train_static`, not `train`
@@ -119,7 +120,7 @@ def load_static(run_dir) -> StaticVideo:
     G = Generator(static_config(cfg, ck['n_frames']).generator); G.load_state_dict(ck['G'])
     return StaticVideo(G).eval()
 
-# %% ../nbs/13_ablation.ipynb #99acc085
+# %% ../nbs/13_ablation.ipynb #3a9b714e
 def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int) -> float:
     "`repeats` passes over the training loader; the mean generator loss."
     gl = []
@@ -128,37 +129,55 @@ def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int) -> float:
         for b in dl: gl.append(static_step(G, D, *opts, b, w)[1])
     return float(np.mean(gl))
 
+def _static_resume(run_dir:Path, cfg:RunConfig, G, D, opts, dl) -> int:
+    "Load the per-epoch checkpoint of an interrupted run with this config (the epochs it finished), or start afresh (0)."
+    ck = torch.load(run_dir/'static_last.pt', map_location='cpu', weights_only=True) if (run_dir/'static_last.pt').exists() else None
+    if ck is None or ck['config'] != config_dict(cfg):
+        run_dir.mkdir(parents=True, exist_ok=True); (run_dir/'history.csv').unlink(missing_ok=True); return 0
+    G.load_state_dict(ck['G']); D.load_state_dict(ck['D'])
+    for o, s in zip(opts, ck['opts']): o.load_state_dict(s)
+    set_rng_states(ck['rng'], dl.generator, torch.Generator())
+    truncate_csv(run_dir/'history.csv', 'epoch', ck['epoch'])
+    return ck['epoch']
+
 def train_static(data_dir, run_dir,
-                 cfg:RunConfig=None,  # base config (None: the tiny preset); its pipeline, generator width, weights, schedule
+                 cfg:RunConfig=None,  # base config (None: the lab preset); its pipeline, generator width, weights, schedule
                  repeats:int=None,    # passes over the training set per epoch (None: T, as many G updates as the window model)
                  progress=True,       # one line per epoch
+                 stop_after:int=None, # stop after this many epochs in all (to test resuming); the schedule is unchanged
                 ) -> StaticVideo:
-    "Train the static per-frame pix2pixHD baseline (CF -> all T frames) and save it as run_dir/static.pt."
-    cfg, run_dir = cfg or preset('tiny'), Path(run_dir)
+    "Train (or resume, or reuse) the static pix2pixHD baseline (CF -> all T frames); the result is run_dir/static.pt."
+    cfg, run_dir = cfg or preset('lab'), Path(run_dir)
     if _static_done(run_dir, cfg) is not None: return load_static(run_dir)
     tune_allocator(); torch.manual_seed(cfg.train.seed)
     dl = study_dataloaders(data_dir, cfg.pipeline, bs=cfg.train.bs, seed=cfg.train.seed).train
-    T = next(iter(dl))['frames'].shape[1]
-    sc = static_config(cfg, T)
+    T = dl.dataset[0]['frames'].shape[0]
+    sc, t = static_config(cfg, T), cfg.train
     G, D = Generator(sc.generator), KnowledgeAwareDiscriminator(sc.discriminator)
-    t = cfg.train
     opts = [torch.optim.Adam(m.parameters(), lr=t.lr, betas=tuple(t.betas)) for m in (G, D)]
-    run_dir.mkdir(parents=True, exist_ok=True); (run_dir/'history.csv').unlink(missing_ok=True)
-    for epoch in range(t.epochs):
+    for epoch in range(_static_resume(run_dir, cfg, G, D, opts, dl), min(t.epochs, stop_after or t.epochs)):
         apply_lr(opts, t, epoch)
         t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch)
         append_csv(run_dir/'history.csv', dict(epoch=epoch + 1, train_loss=gl, seconds=round(time.time() - t0, 1)))
+        atomic_save(dict(config=config_dict(cfg), epoch=epoch + 1, G=G.state_dict(), D=D.state_dict(),
+                         opts=[o.state_dict() for o in opts], rng=rng_states(dl.generator, torch.Generator())), run_dir/'static_last.pt')
         if progress: print(f'static_pix2pixhd epoch {epoch + 1}/{t.epochs}: G loss {gl:.3f}, {time.time() - t0:.0f} s', flush=True)
-    atomic_save(dict(config=config_dict(cfg), n_frames=T, G=G.state_dict()), run_dir/'static.pt')
+    if stop_after is None or stop_after >= t.epochs:
+        atomic_save(dict(config=config_dict(cfg), n_frames=T, G=G.state_dict()), run_dir/'static.pt')
+        (run_dir/'static_last.pt').unlink(missing_ok=True)
     return StaticVideo(G).eval()
 
-# %% ../nbs/13_ablation.ipynb #8f0a20dd
+# %% ../nbs/13_ablation.ipynb #f9d1d1df
+def with_seed(cfg:RunConfig, seed:int) -> RunConfig:
+    "`cfg` with another training seed (weights, data order, augmentation, patch draws, scheduled sampling)."
+    return replace(cfg, train=replace(cfg.train, seed=seed))
+
 def _train_minutes(run_dir:Path) -> float:
     fn = run_dir/'history.csv'
     if not fn.exists(): return float('nan')
     with open(fn, newline='') as f: return sum(float(r['seconds']) for r in csv.DictReader(f)) / 60
 
-def _train_window_model(data_dir, run_dir:Path, cfg:RunConfig, progress:bool) -> Path:
+def _train_window_model(data_dir, run_dir:Path, cfg:RunConfig, progress) -> Path:
     "Train (or resume, or skip) a window-model run; the path of its final checkpoint."
     last, final = latest_checkpoint(run_dir), run_dir/'checkpoints'/f'epoch_{cfg.train.epochs:04d}.pt'
     ck = load_checkpoint(last) if last else None
@@ -168,71 +187,103 @@ def _train_window_model(data_dir, run_dir:Path, cfg:RunConfig, progress:bool) ->
         train(data_dir, run_dir, None if same else cfg, device='cpu', resume=same, progress=progress)
     return final
 
-def run_variant(name:str, data_dir, out_dir, base:RunConfig, progress=True) -> tuple:
-    "Train (or reuse) variant `name` of `base` into out_dir/name: (generator in eval mode, its RunConfig, train minutes)."
+def run_variant(name:str, data_dir, out_dir, base:RunConfig, seed:int=0, progress=True) -> tuple:
+    "Train (or reuse, or resume) variant `name` of `base` with `seed` into out_dir/name/seed_S: (G in eval mode, RunConfig, minutes)."
     if name not in VARIANTS: raise ValueError(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
-    run_dir, cfg = Path(out_dir)/name, VARIANTS[name](base)
-    if name in STATIC_VARIANTS: G = train_static(data_dir, run_dir, base, progress=progress)
+    run_dir, cfg = Path(out_dir)/name/f'seed_{seed}', with_seed(VARIANTS[name](base), seed)
+    if name in STATIC_VARIANTS: G = train_static(data_dir, run_dir, with_seed(base, seed), progress=progress)
     else: G = load_generator(_train_window_model(data_dir, run_dir, cfg, progress))[0]
     return G.eval(), cfg, _train_minutes(run_dir)
 
-# %% ../nbs/13_ablation.ipynb #9c818faf
+# %% ../nbs/13_ablation.ipynb #4c20d374
 COLUMNS = {'psnr': 'PSNR', 'ssim': 'SSIM', 'psnr_km': 'PSNR in KM', 'ssim_km': 'SSIM in KM',
-           'tic_mae': 'TIC error', 'arrival_mae': 'arrival error', 'leak_area_mae': 'leakage-area error'}
-HIGHER_IS_BETTER = ('PSNR', 'SSIM', 'PSNR in KM', 'SSIM in KM')
-PAIRED = ('psnr', 'ssim', 'tic_mae')     # per-video scores kept for paired differences
-REFERENCE = 'mean_train_video'
+           'vessel_dice': 'vessel agreement', 'tic_mae': 'TIC error', 'arrival_mae': 'arrival error',
+           'leak_area_mae': 'leakage-area error', 'false_leak': 'false leakage'}
+HIGHER_IS_BETTER = ('PSNR', 'SSIM', 'PSNR in KM', 'SSIM in KM', 'vessel agreement')
+FLOORS = {'mean_train': 'mean training video', 'inverted_green': 'inverted green'}   # evaluate_generator's baselines
 
-def _row(agg:dict, minutes:float) -> dict:
-    return {label: agg.get(k, float('nan')) for k, label in COLUMNS.items()} | {'train minutes': minutes}
+def run_rows(res:dict, variant:str, seed, minutes:float) -> tuple:
+    "One `evaluate_generator` result as (a row of aggregate scores, per-video rows), both labelled with variant and seed."
+    agg = {'variant': variant, 'seed': seed, **{c: res['aggregate'].get(k, float('nan')) for k, c in COLUMNS.items()},
+           'train minutes': minutes}
+    vids = [{'variant': variant, 'seed': seed, 'video': v['name'], **{c: v.get(k, float('nan')) for k, c in COLUMNS.items()}}
+            for v in res['videos']]
+    return agg, vids
 
-def _per_video(videos:list) -> dict:
-    return {k: [v.get(k, float('nan')) for v in videos] for k in PAIRED}
+# %% ../nbs/13_ablation.ipynb #a4015c67
+PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1, 2),
+        'no_attention': (0,), 'no_knowledge_D': (0,), 'no_mask_nce': (0,), 'no_sched_sampling': (0,)}   # variant: seeds
 
-# %% ../nbs/13_ablation.ipynb #e86b6bfc
-def run_benchmark(data_dir,          # data folder with train/valid/test splits (e.g. `write_split_phantoms`)
-                  out_dir,           # one run folder per variant goes here
-                  epochs:int,        # training epochs of every variant (the base config's schedule, rescaled)
-                  variants=None,     # names from `VARIANTS` (None: all of them, in order)
-                  progress=True,     # training progress and one line per variant
-                  base:RunConfig=None, # the config every variant starts from (None: `preset('tiny')`)
-                 ) -> pd.DataFrame:  # one row per variant (+ the mean-training-video reference), columns as above
-    "Train every variant (reusing finished runs), score each on the test split, and return the table."
-    base = with_epochs(base or preset('tiny'), epochs)
-    names = list(VARIANTS) if variants is None else list(variants)
-    rows, per_video, ref = {}, {}, None
-    for name in names:
-        G, cfg, minutes = run_variant(name, data_dir, out_dir, base, progress)
-        t0 = time.time()
-        res = evaluate_generator(G, data_dir, 'test', cfg=cfg.pipeline, i3d=False, lpips=False, baselines=ref is None, progress=False)
-        if ref is None: ref = res['baselines']['mean_train']
-        rows[name], per_video[name] = _row(res['aggregate'], minutes), _per_video(res['videos'])
-        if progress: print(f"{name}: PSNR {rows[name]['PSNR']:.2f} dB, trained {minutes:.1f} min, scored in {time.time() - t0:.0f} s", flush=True)
-    rows[REFERENCE] = _row(ref, 0.0)
-    df = pd.DataFrame.from_dict(rows, orient='index'); df.index.name = 'variant'
-    df.attrs.update(per_video=per_video, n_test=len(StudySet(data_dir, 'test')), epochs=epochs)
-    return df
+def _score(G, cfg, data_dir, baselines:bool) -> dict:
+    return evaluate_generator(G, data_dir, 'test', cfg=cfg.pipeline, i3d=False, lpips=False, baselines=baselines, progress=False)
 
-# %% ../nbs/13_ablation.ipynb #ab6b3c6a
-def paired_difference(a, b) -> tuple: # (mean of a - b, its standard error); NaN pairs dropped
-    "Mean and standard error of the per-video differences a - b."
-    d = np.asarray(a, float) - np.asarray(b, float); d = d[np.isfinite(d)]
-    if len(d) == 0: return float('nan'), float('nan')
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float('nan')
+def run_benchmark(data_dir,           # data folder with train/valid/test splits (e.g. `write_split_phantoms`)
+                  out_dir,            # runs go to out_dir/VARIANT/seed_S; the tables to out_dir/runs.csv, per_video.csv
+                  epochs:int,         # training epochs of every run (the base config's schedule, rescaled)
+                  plan:dict=None,     # variant -> seeds (None: `PLAN`)
+                  base:RunConfig=None, # the config every variant starts from (None: `preset('lab')`)
+                  progress=True,      # training progress and one line per run
+                 ) -> tuple:          # (runs: one row per variant and seed, + the floors; per_video: one row per test video too)
+    "Train every planned run (reusing finished ones, resuming interrupted ones), score each on the test split, save the tables."
+    base, out_dir = with_epochs(base or preset('lab'), epochs), Path(out_dir)
+    runs, vids, floors = [], [], None
+    for name, seeds in (plan or PLAN).items():
+        for seed in seeds:
+            G, cfg, minutes = run_variant(name, data_dir, out_dir, base, seed, progress)
+            t0 = time.time(); res = _score(G, cfg, data_dir, baselines=floors is None)
+            floors = floors or res
+            a, v = run_rows(res, name, seed, minutes); runs.append(a); vids += v
+            if progress: print(f"{name} seed {seed}: PSNR {a['PSNR']:.2f} dB, trained {minutes:.1f} min, scored in {time.time() - t0:.0f} s", flush=True)
+    for key, label in FLOORS.items():                                  # the same for every seed: scored once
+        a, v = run_rows(dict(aggregate=floors['baselines'][key], videos=floors['baseline_videos'][key]), label, -1, 0.)
+        runs.append(a); vids += v
+    runs, vids = pd.DataFrame(runs), pd.DataFrame(vids)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out_dir/'runs.csv', index=False); vids.to_csv(out_dir/'per_video.csv', index=False)
+    return runs, vids
 
-def benchmark_table(df:pd.DataFrame,   # `run_benchmark`'s result
-                    against='full',    # the variant the paired differences are taken against
-                    digits=3,
-                   ) -> pd.DataFrame:  # rounded scores, arrows on the headers, and paired differences vs `against`
-    "The benchmark table for reading: which direction is better, and each variant's paired difference to the full model."
-    out = df.copy()
-    pv = df.attrs.get('per_video', {})
-    if against in pv:
-        for k, label in (('psnr', 'ΔPSNR'), ('ssim', 'ΔSSIM'), ('tic_mae', 'ΔTIC error')):
-            out[f'{label} vs {against}'] = [_pm(*paired_difference(pv[n][k], pv[against][k]), digits) if n in pv and n != against else ''
-                                            for n in out.index]
-    arrow = lambda c: f'{c} ↑' if c in HIGHER_IS_BETTER else f'{c} ↓' if c in COLUMNS.values() else c
-    return out.round(digits).rename(columns=arrow)
+# %% ../nbs/13_ablation.ipynb #aa41e04d
+def seed_summary(runs:pd.DataFrame) -> pd.DataFrame: # one row per variant: each score's mean and SD over seeds, and n seeds
+    "Mean and seed-to-seed standard deviation of every score, per variant (the floors have one 'seed': SD is NaN)."
+    cols = [c for c in COLUMNS.values() if c in runs] + ['train minutes']
+    g = runs.groupby('variant', sort=False)
+    out = pd.concat({'mean': g[cols].mean(), 'sd': g[cols].std(ddof=1)}, axis=1).swaplevel(axis=1)
+    out = out[[(c, s) for c in cols for s in ('mean', 'sd')]]
+    out[('seeds', 'n')] = g['seed'].count()
+    return out
 
-def _pm(m:float, se:float, digits:int) -> str:
-    return f'{m:+.{digits}g} ± {se:.{digits - 1}g}' if np.isfinite(se) else f'{m:+.{digits}g}'
+def paired_to(vids:pd.DataFrame, against='full', metrics=None) -> pd.DataFrame:
+    "Each variant minus `against` on the same test videos and seeds: the mean over seeds of the per-seed mean difference, and its spread."
+    metrics = metrics or [c for c in COLUMNS.values() if c in vids]
+    ref = vids[vids.variant == against].set_index(['seed', 'video'])
+    rows = {}
+    for name, v in vids[vids.variant != against].groupby('variant', sort=False):
+        d = v.set_index(['seed', 'video'])[metrics] - ref[metrics]      # aligned on (seed, video): NaN where not shared
+        per_seed = d.dropna(how='all').groupby(level='seed').mean()
+        if per_seed.empty: continue                                   # no shared seed (the floors)
+        n_vid = d.dropna(how='all').groupby(level='seed').size().min() if len(per_seed) else 0
+        se = d.std(ddof=1) / math.sqrt(max(n_vid, 1)) if len(per_seed) == 1 else per_seed.std(ddof=1)
+        rows[name] = {**{(m, 'Δ'): per_seed[m].mean() for m in metrics}, **{(m, '±'): se[m] for m in metrics},
+                      ('seeds', 'n'): len(per_seed)}
+    out = pd.DataFrame.from_dict(rows, orient='index')
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+# %% ../nbs/13_ablation.ipynb #c526b242
+def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
+            model='full',        # the variant whose seeds give the mean and the spread
+            against=None,        # variants or floors to beat (None: the floors)
+            k=3.,                # a margin counts when it exceeds k times the model's seed-to-seed SD
+           ) -> pd.DataFrame:    # one row per (opponent, score): model mean, SD, opponent, margin, margin/SD, holds
+    "Does `model` beat each opponent on each score by more than `k` times its seed-to-seed spread?"
+    m = runs[runs.variant == model]
+    rows = []
+    for opp in against or list(FLOORS.values()):
+        o = runs[runs.variant == opp]
+        for c in [c for c in COLUMNS.values() if c in runs and c != 'false leakage']:
+            mean, sd, ref = m[c].mean(), m[c].std(ddof=1), o[c].mean()
+            if not (np.isfinite(mean) and np.isfinite(ref)): continue
+            margin = (mean - ref) if c in HIGHER_IS_BETTER else (ref - mean)   # > 0: the model is better
+            rows.append({'against': opp, 'score': c, 'model': mean, 'seed SD': sd, 'opponent': ref, 'margin': margin,
+                         'margin / SD': margin / sd if sd > 0 else float('inf'), f'> {k:g} SD': bool(margin > k * sd)})
+    return pd.DataFrame(rows)

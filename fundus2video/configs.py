@@ -68,11 +68,12 @@ def config_from_dict(cls, d:dict):
     return cls(**kw)
 
 # %% ../nbs/07a_configs.ipynb #3a44cc70
-PRESETS = ('tiny', 'paper')
+PRESETS = ('tiny', 'lab', 'paper')
 
 def preset(name='tiny') -> RunConfig:
     "The `RunConfig` of a named preset (see `PRESETS`)."
     if name == 'paper': return RunConfig(pipeline=PipelineConfig(size=512))
+    if name == 'lab': return _lab()
     if name != 'tiny': raise ValueError(f"preset must be one of {PRESETS}, not {name!r}")
     return RunConfig(pipeline=PipelineConfig(size=96, per_phase=2),
                      generator=GeneratorConfig(ngf=16, n_down=2, n_blocks=3, attention_hidden=16),
@@ -80,6 +81,15 @@ def preset(name='tiny') -> RunConfig:
                      patchnce=PatchNCEConfig(num_patches=64, nc=32),
                      losses=LossWeights(vgg=0.0, l1=100.0),
                      train=TrainConfig(epochs_constant=20, epochs_decay=20, lr=1e-3))
+
+def _lab() -> RunConfig:
+    "The lab preset: 12-frame videos at 128 px that a two-core CPU trains in about an hour (see the training chapter)."
+    return RunConfig(pipeline=PipelineConfig(size=128, per_phase=4),
+                     generator=GeneratorConfig(ngf=24, n_down=2, n_blocks=4, norm='none', attention_hidden=16),
+                     discriminator=DiscriminatorConfig(ndf=32, n_layers=3),
+                     patchnce=PatchNCEConfig(num_patches=64, nc=64),
+                     losses=LossWeights(vgg=0.0, l1=100.0),
+                     train=TrainConfig(epochs_constant=15, epochs_decay=15, lr=2e-4))
 
 def ablate(cfg:RunConfig, attention=True, knowledge_aware=True, mask_nce=True, scheduled_sampling=True,
            perceptual=True) -> RunConfig:

@@ -521,7 +521,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
                        baselines=True,  # also score the mean-training-video and inverted-green baselines
                        progress=True,   # fastprogress bar
                        cfg:PipelineConfig=None, # the training pipeline (square, KM threshold, ...); None: defaults
-                      ) -> dict:        # {'config', 'videos', 'aggregate', 'baselines'}, JSON-serialisable
+                      ) -> dict:        # {'config', 'videos', 'aggregate', 'baselines', 'baseline_videos'}, JSON-serialisable
     "Generate every video of a split and score it (and the baselines) against the real one."
     if G.training: raise ValueError("G is in training mode: call G.eval() first")
     cfg = cfg or PipelineConfig(); size, per_phase = size or cfg.size, per_phase or cfg.per_phase
@@ -542,7 +542,8 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
                for m, v in scores.items()}
     config = dict(data_dir=str(data_dir), split=split, size=size, per_phase=per_phase, official=official,
                   fvd=i3d is not None, lpips=lpips is not None)
-    return jsonable(dict(config=config, videos=scores['model'], aggregate=summary.pop('model'), baselines=summary))
+    return jsonable(dict(config=config, videos=scores.pop('model'), aggregate=summary.pop('model'), baselines=summary,
+                         baseline_videos=scores))
 
 # %% ../nbs/09_metrics.ipynb #bd2ba331
 SUMMARY_ROWS = (('psnr', 'PSNR dB', 1), ('psnr_official', 'PSNR dB (official)', 1), ('ssim', 'SSIM', 1),
