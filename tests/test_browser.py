@@ -55,10 +55,10 @@ def lab(tmp_path_factory, require):
     env.pop('MPLBACKEND', None)                        # the kernel draws inline, as in a student's JupyterLab
     port, token = _free_port(), secrets.token_hex(16)
     log = open(tmp/'server.log', 'w')
-    server = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ServerApp.ip=127.0.0.1',
-                               f'--ServerApp.port={port}', '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', f'--IdentityProvider.token={token}',
-                               f'--ServerApp.root_dir={tmp}', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    cmd = [sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
+           '--ServerApp.port_retries=0', '--ServerApp.allow_root=True', f'--IdentityProvider.token={token}',   # CI runs as root
+           f'--ServerApp.root_dir={tmp}', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate']
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     base = f'http://127.0.0.1:{port}'
     try:
         for _ in range(120):
@@ -254,3 +254,13 @@ def test_jupyterlab_loaded_its_own_resources(lab, browser):
     print('failed requests:', browser.failed or 'none')
     local = [f for f in browser.failed if f.startswith(base) and 'ERR_ABORTED' not in f]   # aborted: left behind by a page change
     assert not local, f'JupyterLab could not load its own resources: {local}'
+
+
+def test_a_missing_browser_skips_locally_and_fails_in_ci(monkeypatch):
+    "The rule the browser and exercise tests follow when a tool is missing: skip with the reason, but fail under CI."
+    from conftest import need
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='CI must run this test'): need(None, 'Chromium is not installed')
+    monkeypatch.delenv('CI')
+    with pytest.raises(pytest.skip.Exception, match='Chromium is not installed'): need(None, 'Chromium is not installed')
+    need('/usr/bin/chromium', 'unused')                    # present: nothing happens

@@ -138,10 +138,10 @@ def main(argv=None):
         if not nb.is_file(): p.error(f"{nb}: no such notebook")
     notebooks = a.notebooks or exercise_notebooks()
     if not notebooks: p.error('no notebook with exercises found in nbs/')
-    course = a.course or (Path(tempfile.mkdtemp()) if a.check else None)
-    for f in release(notebooks, a.out, course): print(f'wrote {f}')
-    if a.check:
-        for nb in notebooks:
+    with tempfile.TemporaryDirectory() as tmp:
+        course = a.course or Path(tmp)
+        for f in release(notebooks, a.out, course): print(f'wrote {f}')
+        for nb in notebooks if a.check else []:
             scores = autograde(course, nb, {'untouched': a.out/nb.name, 'instructor': nb})
             for student, grades in scores.items():
                 auto = {g: s for g, s in grades.items() if g in sum(code_exercises(nb).values(), [])}
