@@ -187,7 +187,7 @@ def test_tour_opens_renders_and_runs(lab, browser):
     run_cells(page, run)
     wait_done(page, run, 240)
     errors = error_outputs(page)
-    assert not errors, f'the tour shows error output:\n' + '\n---\n'.join(errors)
+    assert not errors, 'the tour shows error output:\n' + '\n---\n'.join(errors)
     skipped = [i for i in cells if i not in run]
     prompts = [cell(page, i).locator('.jp-InputPrompt').first.inner_text() for i in run]
     assert all(re.search(r'\[\d+\]', p) for p in prompts), prompts
@@ -209,7 +209,7 @@ def test_player_chapter_runs_and_the_slider_moves_the_frame(lab, browser):
     n = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell').count()
     wait_done(page, range(n), 240)
     errors = error_outputs(page)
-    assert not errors, f'11_viz shows error output:\n' + '\n---\n'.join(errors)
+    assert not errors, '11_viz shows error output:\n' + '\n---\n'.join(errors)
     p = player(page)
     p.scroll_into_view_if_needed()
     label, img = p.locator('.widget-hbox > div.widget-label'), p.locator('img.widget-image')

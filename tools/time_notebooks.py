@@ -8,7 +8,7 @@ this checkout first on the Python path. It prints each notebook's total, its slo
 the lab guide (LABS.md) quotes these figures, so a teacher can measure their own machine the same way.
 """
 from __future__ import annotations
-import argparse, json, os, re, sys, time
+import argparse, json, os, re, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
