@@ -31,7 +31,7 @@ __all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS
            'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static', 'train_static', 'with_seed',
            'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to', 'margins']
 
-# %% ../nbs/13_ablation.ipynb #59a3975f
+# %% ../nbs/13_ablation.ipynb #9146f1f6
 VARIANTS = {
     'full':              lambda cfg: cfg,
     'no_attention':      lambda cfg: ablate(cfg, attention=False),
@@ -120,7 +120,7 @@ def load_static(run_dir) -> StaticVideo:
     G = Generator(static_config(cfg, ck['n_frames']).generator); G.load_state_dict(ck['G'])
     return StaticVideo(G).eval()
 
-# %% ../nbs/13_ablation.ipynb #3a9b714e
+# %% ../nbs/13_ablation.ipynb #519cf013
 def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int) -> float:
     "`repeats` passes over the training loader; the mean generator loss."
     gl = []
@@ -167,7 +167,7 @@ def train_static(data_dir, run_dir,
         (run_dir/'static_last.pt').unlink(missing_ok=True)
     return StaticVideo(G).eval()
 
-# %% ../nbs/13_ablation.ipynb #f9d1d1df
+# %% ../nbs/13_ablation.ipynb #2c2c7f47
 def with_seed(cfg:RunConfig, seed:int) -> RunConfig:
     "`cfg` with another training seed (weights, data order, augmentation, patch draws, scheduled sampling)."
     return replace(cfg, train=replace(cfg.train, seed=seed))
@@ -195,7 +195,7 @@ def run_variant(name:str, data_dir, out_dir, base:RunConfig, seed:int=0, progres
     else: G = load_generator(_train_window_model(data_dir, run_dir, cfg, progress))[0]
     return G.eval(), cfg, _train_minutes(run_dir)
 
-# %% ../nbs/13_ablation.ipynb #4c20d374
+# %% ../nbs/13_ablation.ipynb #2b34e124
 COLUMNS = {'psnr': 'PSNR', 'ssim': 'SSIM', 'psnr_km': 'PSNR in KM', 'ssim_km': 'SSIM in KM',
            'vessel_dice': 'vessel agreement', 'tic_mae': 'TIC error', 'arrival_mae': 'arrival error',
            'leak_area_mae': 'leakage-area error', 'false_leak': 'false leakage'}
@@ -210,7 +210,7 @@ def run_rows(res:dict, variant:str, seed, minutes:float) -> tuple:
             for v in res['videos']]
     return agg, vids
 
-# %% ../nbs/13_ablation.ipynb #a4015c67
+# %% ../nbs/13_ablation.ipynb #d3286c81
 PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1, 2),
         'no_attention': (0,), 'no_knowledge_D': (0,), 'no_mask_nce': (0,), 'no_sched_sampling': (0,)}   # variant: seeds
 
@@ -242,7 +242,7 @@ def run_benchmark(data_dir,           # data folder with train/valid/test splits
     runs.to_csv(out_dir/'runs.csv', index=False); vids.to_csv(out_dir/'per_video.csv', index=False)
     return runs, vids
 
-# %% ../nbs/13_ablation.ipynb #aa41e04d
+# %% ../nbs/13_ablation.ipynb #a6a2a940
 def seed_summary(runs:pd.DataFrame) -> pd.DataFrame: # one row per variant: each score's mean and SD over seeds, and n seeds
     "Mean and seed-to-seed standard deviation of every score, per variant (the floors have one 'seed': SD is NaN)."
     cols = [c for c in COLUMNS.values() if c in runs] + ['train minutes']
@@ -269,7 +269,7 @@ def paired_to(vids:pd.DataFrame, against='full', metrics=None) -> pd.DataFrame:
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     return out
 
-# %% ../nbs/13_ablation.ipynb #c526b242
+# %% ../nbs/13_ablation.ipynb #1a6a3f43
 def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
             model='full',        # the variant whose seeds give the mean and the spread
             against=None,        # variants or floors to beat (None: the floors)

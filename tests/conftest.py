@@ -35,6 +35,19 @@ def pytest_collection_modifyitems(config, items):
 def nb_flags(request): return enabled_flags(request.config)
 
 
+def need(ok, what:str):
+    "Skip a test whose tool is missing, saying why; under CI (CI=true) fail instead, so CI cannot pass by skipping."
+    if ok: return
+    if os.environ.get('CI', '').lower() in ('1', 'true', 'yes'): pytest.fail(f'{what}: CI must run this test', pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope='session')
+def require():
+    "`require(ok, what)`: skip locally (fail in CI) when a tool the test needs is missing."
+    return need
+
+
 @pytest.fixture
 def cli():
     "Run the installed `fundus2video` command; returns the CompletedProcess (text mode)."
