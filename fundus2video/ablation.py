@@ -18,18 +18,19 @@ from .pipeline import study_dataloaders
 from .generator import Generator, GeneratorOutput
 from .discriminator import KnowledgeAwareDiscriminator
 from .losses import LossWeights, generator_objective, discriminator_objective
-from .rollout import window_frames, generate_video
+from .rollout import window_frames, window_input, generate_video
 from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, apply_lr
 from .runtime import tune_allocator
 from .checkpoint import latest_checkpoint, load_checkpoint, atomic_save
 from .train import train, append_csv, rng_states, set_rng_states, truncate_csv
 from .inference import load_generator
-from .metrics import evaluate_generator
+from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 
 # %% auto #0
 __all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'write_split_phantoms',
            'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static', 'train_static', 'with_seed',
-           'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to', 'margins']
+           'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to', 'margins', 'teacher_forced_video',
+           'frame_psnr']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
 VARIANTS = {
@@ -287,3 +288,28 @@ def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
             rows.append({'against': opp, 'score': c, 'model': mean, 'seed SD': sd, 'opponent': ref, 'margin': margin,
                          'margin / SD': margin / sd if sd > 0 else float('inf'), f'> {k:g} SD': bool(margin > k * sd)})
     return pd.DataFrame(rows)
+
+# %% ../nbs/13_ablation.ipynb #1b2a90f8
+@torch.no_grad()
+def teacher_forced_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
+                         real:torch.Tensor,  # (B,T,H,W) the real video in [-1,1]
+                        ) -> torch.Tensor:   # (B,T,H,W): each frame the mean of the windows covering it, every window fed the real previous one
+    "The one-step-ahead predictions of a window generator: window k conditioned on the real window k-1."
+    B, T = real.shape[:2]; total = torch.zeros_like(real); n = torch.zeros(T)
+    for k in range(T):
+        prev = None if k == 0 else real[:, window_frames(T, k - 1)]
+        out = G(window_input(cf, prev)); out = out.frames if hasattr(out, 'frames') else out
+        for i, j in enumerate(window_frames(T, k)):
+            if i == 0 or j != window_frames(T, k)[i - 1]: total[:, j] += out[:, i]; n[j] += 1   # padded duplicates once
+    return total / n[None, :, None, None]
+
+def frame_psnr(studies:list,   # prepared evaluation studies (`eval_study`)
+               videos:dict,    # name -> list of (T,H,W) videos in [0,1], one per study
+              ) -> pd.DataFrame: # rows: names; columns: frame index (with its phase), then the mean
+    "PSNR per frame index, averaged over the studies, for several sets of videos."
+    rows = {}
+    for name, vs in videos.items():
+        p = np.array([[psnr(uint8_to_unit(s.frames[t]), np.clip(v[t], 0, 1)) for t in range(s.n_frames)] for s, v in zip(studies, vs)])
+        rows[name] = list(p.mean(0)) + [p.mean()]
+    cols = [f'{t} {studies[0].phases[t][:3]}' for t in range(studies[0].n_frames)] + ['mean']
+    return pd.DataFrame.from_dict(rows, orient='index', columns=cols)
