@@ -138,7 +138,8 @@ def _replacing(path):
             raise err from None
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.tmp')
+    try: fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.tmp')
+    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from None   # named for the file, not the temporary one
     try:
         yield fd, tmp
         os.chmod(tmp, 0o666 & ~_umask())                      # mkstemp makes it private (0600); give it a normal file's mode
