@@ -102,6 +102,7 @@ def _take(path:Path) -> tuple: # (fd or None when another process holds it, what
 def run_lock(run_dir) -> Path: # yields the lock file
     "Hold RUN_DIR/train.lock while the block runs: a `RunLockError` if another process holds it; a lock left by a dead run is taken over with a note."
     run_dir = Path(run_dir); path = (run_dir/LOCK_FILE).absolute()
+    if int(os.environ.get('RANK') or 0) > 0: yield path; return   # under torchrun the first process holds it for all
     if str(path) in _HELD:                                    # this process holds it already: enter again
         _HELD[str(path)][1] += 1
         try: yield path

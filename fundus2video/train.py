@@ -388,7 +388,7 @@ def train(data_dir,                 # data folder with manifest.csv (e.g. from `
     "Train (or continue training) a Fundus2Video model; returns the fastai learner."
     tune_allocator()
     run_dir, device = Path(run_dir), init_distributed(pick_device(device))
-    with run_lock(run_dir) if not rank() else nullcontext():      # one training process per run folder
+    with run_lock(run_dir):                                       # one training process per run folder (rank 0 under torchrun)
         return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
 
 def _train(data_dir, run_dir:Path, cfg, device, resume, epochs, show_graph, progress) -> WindowLearner:
