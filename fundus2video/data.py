@@ -127,8 +127,8 @@ def _named(e:BaseException, path, tmp) -> OSError | None:
     return None
 
 @contextmanager
-def _replacing(path):
-    "(fd, temporary path) beside `path`'s target, renamed onto it if the block succeeds and deleted if not; errors name `path`."
+def _replacing(path, durable:bool):
+    "(fd, temporary path) beside `path`'s target, renamed onto it if the block succeeds (then the folder synced if `durable`), deleted if not."
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file():              # a device or a pipe: written in place, never replaced
         try:
@@ -148,6 +148,7 @@ def _replacing(path):
         with suppress(OSError): os.unlink(tmp)
         if (err := _named(e, path, tmp)) is None: raise
         raise err from None
+    if not durable: return
     with suppress(OSError):                                   # the new name survives a power cut (where folders can be synced)
         d = os.open(target.parent, os.O_RDONLY)
         try: os.fsync(d)
@@ -157,28 +158,30 @@ def _replacing(path):
 @contextmanager
 def atomic_write(path,        # the file to write (or replace); its folder is created if needed
                  mode='wb',   # 'wb' for bytes, 'w' for text (UTF-8)
+                 durable=True,# fsync the file and its folder, so that it survives a power cut too
                 ):            # yields the open temporary file
-    "Write `path` through a temporary file beside it: fsync and rename onto `path` if the block succeeds, delete it if not."
-    with _replacing(path) as (fd, _):
+    "Write `path` through a temporary file beside it: renamed onto `path` if the block succeeds, deleted if not."
+    with _replacing(path, durable) as (fd, _):
         with os.fdopen(fd, mode, **({} if 'b' in mode else dict(encoding='utf-8'))) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            if durable: os.fsync(f.fileno())
 
 @contextmanager
 def atomic_path(path) -> Path: # yields the temporary file's path, for a writer that opens it itself
-    "As `atomic_write`, for another program: it writes the yielded path, which is renamed onto `path` if the block succeeds."
-    with _replacing(path) as (fd, tmp):
+    "As `atomic_write` (not durable), for another program: it writes the yielded path, which is renamed onto `path` if the block succeeds."
+    with _replacing(path, durable=False) as (fd, tmp):
         os.close(fd); yield Path(tmp)
 
 # %% ../nbs/00_data.ipynb #ead8de4e
-def write_bytes(path, data:bytes) -> Path:
+def write_bytes(path, data:bytes, durable=False) -> Path:
     "Write `data` to `path` atomically; an OS error (no space left, permission denied, ...) is raised naming the file."
-    with atomic_write(path) as f: f.write(data)
+    with atomic_write(path, durable=durable) as f: f.write(data)
     return Path(path)
 
-def write_text(path, text:str) -> Path:
+def write_text(path, text:str, durable=False) -> Path:
     "Write `text` as UTF-8 (see `write_bytes`)."
-    return write_bytes(path, text.encode('utf-8'))
+    return write_bytes(path, text.encode('utf-8'), durable)
 
 def append_bytes(path, data:bytes) -> Path:
     "Append `data` to `path` (created if new) and fsync; if the write fails, the file is cut back to its old end and the error names it."
