@@ -128,11 +128,11 @@ def _named(e:BaseException, path, tmp) -> OSError | None:
 
 @contextmanager
 def _replacing(path, durable:bool):
-    "(fd, temporary path) beside `path`'s target, renamed onto it if the block succeeds (then the folder synced if `durable`), deleted if not."
+    "(fd, temporary path beside `path`'s target): renamed onto it if the block succeeds, deleted if not. A device: (fd, None), written in place."
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file():              # a device or a pipe: written in place, never replaced
         try:
-            fd = os.open(target, os.O_WRONLY); yield fd, target
+            fd = os.open(target, os.O_WRONLY); yield fd, None
         except BaseException as e:
             if (err := _named(e, path, target)) is None: raise
             raise err from None
@@ -161,17 +161,17 @@ def atomic_write(path,        # the file to write (or replace); its folder is cr
                  durable=True,# fsync the file and its folder, so that it survives a power cut too
                 ):            # yields the open temporary file
     "Write `path` through a temporary file beside it: renamed onto `path` if the block succeeds, deleted if not."
-    with _replacing(path, durable) as (fd, _):
+    with _replacing(path, durable) as (fd, tmp):
         with os.fdopen(fd, mode, **({} if 'b' in mode else dict(encoding='utf-8'))) as f:
             yield f
             f.flush()
-            if durable: os.fsync(f.fileno())
+            if durable and tmp is not None: os.fsync(f.fileno())   # (a device is not synced: /dev/null refuses)
 
 @contextmanager
 def atomic_path(path) -> Path: # yields the temporary file's path, for a writer that opens it itself
     "As `atomic_write` (not durable), for another program: it writes the yielded path, which is renamed onto `path` if the block succeeds."
     with _replacing(path, durable=False) as (fd, tmp):
-        os.close(fd); yield Path(tmp)
+        os.close(fd); yield Path(path if tmp is None else tmp)
 
 # %% ../nbs/00_data.ipynb #ead8de4e
 def write_bytes(path, data:bytes, durable=False) -> Path:
