@@ -11,7 +11,7 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*deprecated', c
 import numpy as np
 import fundus2video
 from .data import (StudyError, SPLITS, IMAGE_SUFFIXES, load_study, write_image, read_manifest, study_picture,
-                               find_image, read_image, read_json_object, check_fundus_photo)
+                               find_image, read_json_object)
 from .guard import (Output, check_outputs, is_study_folder, int_arg, float_arg, device_arg, OneLineParser,
                                 error_line, MAX_SIZE, MAX_FRAMES, MAX_STUDIES, MAX_EPOCHS, MAX_SEED)
 
@@ -139,7 +139,7 @@ def add_train(sub):
     p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'image side in pixels, 32 to {MAX_SIZE} (default: the preset\'s)')
     p.add_argument('--seed', type=int_arg(0, MAX_SEED), help='random seed (default: 0)')
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    p.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in RUN_DIR')
+    p.add_argument('--resume', action='store_true', help='continue from the newest intact checkpoint in RUN_DIR')
     p.add_argument('--vgg', type=Path, help='VGG19 weights file for the perceptual loss (paper preset)')
     p.add_argument('--cpu-bf16', action='store_true', help='CPU: bf16 autocast, about 2x faster on CPUs with AVX512-BF16 or AMX '
                                                            '(numbers differ from float32; default: off)')
@@ -170,19 +170,19 @@ def cmd_train(args):
     if not args.data_dir.is_dir(): raise FileNotFoundError(f"{args.data_dir}: no such data folder")
     if args.vgg is not None and not args.vgg.is_file(): raise FileNotFoundError(f"--vgg {args.vgg}: VGG19 weights file not found")
     from fundus2video.train import train, Diverged
-    from fundus2video.checkpoint import latest_checkpoint
-    if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
-    if not args.resume and latest_checkpoint(args.out) is not None:
-        raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
-    cfg = _run_config(args)
-    print(f"training {'(resumed from ' + latest_checkpoint(args.out).name + ') ' if args.resume else ''}on {args.data_dir}; "
-          f"writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/", flush=True)
-    t0 = time.time()
-    try: learn = train(args.data_dir, args.out, None if args.resume else cfg, device=args.device, resume=args.resume,
-                       epochs=args.epochs if args.resume else None, progress=True if sys.stdout.isatty() else 'lines')
-    except ValueError as e: raise StudyError(str(e))
-    except Diverged as e:
-        print(f"fundus2video train: stopped: {e}", file=sys.stderr); sys.exit(3)
+    from fundus2video.checkpoint import latest_checkpoint, run_lock
+    with run_lock(args.out):                          # before the checkpoints are looked at: another run may be writing them
+        if args.resume and latest_checkpoint(args.out) is None: raise FileNotFoundError(f"{args.out}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
+        if not args.resume and latest_checkpoint(args.out) is not None:
+            raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
+        cfg = _run_config(args)
+        print(f"training on {args.data_dir}; writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/", flush=True)
+        t0 = time.time()
+        try: learn = train(args.data_dir, args.out, None if args.resume else cfg, device=args.device, resume=args.resume,
+                           epochs=args.epochs if args.resume else None, progress=True if sys.stdout.isatty() else 'lines')
+        except ValueError as e: raise StudyError(str(e))
+        except Diverged as e:
+            print(f"fundus2video train: stopped: {e}", file=sys.stderr); sys.exit(3)
     st = learn.stepper.state
     print(f"done: {st.epoch} epochs, {st.step} steps in {time.time() - t0:.0f} s; best valid L1 {st.best:.4f} in {args.out/'checkpoints'/'best.pt'}")
     print(f"look at {args.out/'samples'} (frame strips: real above, generated below) and {args.out/'history.csv'}")
@@ -213,7 +213,6 @@ def _generate_outputs(args) -> list:
 
 def cmd_generate(args):
     check_outputs(_generate_outputs(args), {'CF_IMAGE': args.cf_image, '-c': args.checkpoint})
-    check_fundus_photo(read_image(args.cf_image), args.cf_image)          # before any model is loaded
     from fundus2video.inference import generate
     try: generate(args.cf_image, args.out, args.checkpoint, args.frames, args.size, args.gif, args.frames_dir, args.device)
     except ValueError as e: raise StudyError(str(e))

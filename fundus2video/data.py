@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_data.ipynb #78371304
 from __future__ import annotations
-import io, json, re, csv, hashlib, math, shutil
+import io, json, re, csv, hashlib, math, os, shutil, tempfile
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import numpy as np
@@ -13,13 +14,13 @@ import cv2
 # %% auto #0
 __all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUFFIXES', 'MAX_IMAGE_PIXELS', 'MIN_CF_SATURATION',
            'MIN_PHOTO_SIDE', 'MIN_PHOTO_CONTRAST', 'SPLITS', 'OFFICIAL_COLUMNS', 'normalise_phase', 'StudyError',
-           'Study', 'saturation', 'image_size', 'read_image', 'write_bytes', 'write_text', 'write_image',
-           'largest_component', 'fill_holes', 'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study',
-           'check_fundus_photo', 'frame_filename', 'parse_frame_filename', 'read_text', 'read_csv_rows',
-           'read_json_object', 'save_study', 'find_image', 'load_study', 'fov_box', 'crop_pad', 'resize_image',
-           'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest', 'read_manifest', 'StudySet',
-           'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'fmt_time', 'show_study',
-           'label_image', 'study_picture', 'scrub_study']
+           'Study', 'saturation', 'image_size', 'read_image', 'atomic_write', 'atomic_path', 'write_bytes',
+           'write_text', 'append_bytes', 'write_image', 'largest_component', 'fill_holes', 'fov_mask_official',
+           'fov_mask_robust', 'fov_mask', 'check_study', 'check_fundus_photo', 'frame_filename', 'parse_frame_filename',
+           'read_text', 'read_csv_rows', 'read_json_object', 'save_study', 'find_image', 'load_study', 'fov_box',
+           'crop_pad', 'resize_image', 'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest',
+           'read_manifest', 'StudySet', 'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan',
+           'fmt_time', 'show_study', 'label_image', 'study_picture', 'scrub_study']
 
 # %% ../nbs/00_data.ipynb #f10f3abe
 PHASES = ('arterial', 'venous', 'late')  # the three phases the paper samples 4 frames from
@@ -112,22 +113,95 @@ def read_image(path,        # image file (png, jpg, tif, ...)
     if mode == 'rgb': return img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
     raise ValueError(f"mode must be 'rgb' or 'grey', not {mode!r}")
 
-# %% ../nbs/00_data.ipynb #ead8de4e
-def write_bytes(path, data:bytes) -> Path:
-    "Write `data` to `path`; an OS error (no space left, permission denied, ...) is raised naming the file."
-    path = Path(path)
-    try:
-        with open(path, 'wb') as f: f.write(data)
-    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from None
-    return path
+# %% ../nbs/00_data.ipynb #37d9a9cb
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
 
-def write_text(path, text:str) -> Path:
+def _named(e:BaseException, path, tmp) -> OSError | None:
+    "The OS error behind `e` (itself, or what it was raised from) naming `path`, if it is about the file being written; else None."
+    while e is not None:
+        if isinstance(e, OSError) and e.errno:
+            ours = e.filename is None or (tmp is not None and e.filename == str(tmp))
+            return OSError(e.errno, e.strerror, str(path)) if ours else None
+        e = e.__cause__ or e.__context__
+    return None
+
+@contextmanager
+def _replacing(path, durable:bool):
+    "(fd, temporary path beside `path`'s target): renamed onto it if the block succeeds, deleted if not. A device: (fd, None), written in place."
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():              # a device or a pipe: written in place, never replaced
+        try:
+            fd = os.open(target, os.O_WRONLY); yield fd, None
+        except BaseException as e:
+            if (err := _named(e, path, target)) is None: raise
+            raise err from None
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try: fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.tmp')
+    except OSError as e: raise OSError(e.errno, e.strerror, str(path)) from None   # named for the file, not the temporary one
+    try:
+        yield fd, tmp
+        os.chmod(tmp, 0o666 & ~_umask())                      # mkstemp makes it private (0600); give it a normal file's mode
+        os.replace(tmp, target)
+    except BaseException as e:
+        with suppress(OSError): os.unlink(tmp)
+        if (err := _named(e, path, tmp)) is None: raise
+        raise err from None
+    if not durable: return
+    with suppress(OSError):                                   # the new name survives a power cut (where folders can be synced)
+        d = os.open(target.parent, os.O_RDONLY)
+        try: os.fsync(d)
+        finally: os.close(d)
+
+# %% ../nbs/00_data.ipynb #1486d345
+@contextmanager
+def atomic_write(path,        # the file to write (or replace); its folder is created if needed
+                 mode='wb',   # 'wb' for bytes, 'w' for text (UTF-8)
+                 durable=True,# fsync the file and its folder, so that it survives a power cut too
+                ):            # yields the open temporary file
+    "Write `path` through a temporary file beside it: renamed onto `path` if the block succeeds, deleted if not."
+    with _replacing(path, durable) as (fd, tmp):
+        with os.fdopen(fd, mode, **({} if 'b' in mode else dict(encoding='utf-8'))) as f:
+            yield f
+            f.flush()
+            if durable and tmp is not None: os.fsync(f.fileno())   # (a device is not synced: /dev/null refuses)
+
+@contextmanager
+def atomic_path(path) -> Path: # yields the temporary file's path, for a writer that opens it itself
+    "As `atomic_write` (not durable), for another program: it writes the yielded path, which is renamed onto `path` if the block succeeds."
+    with _replacing(path, durable=False) as (fd, tmp):
+        os.close(fd); yield Path(path if tmp is None else tmp)
+
+# %% ../nbs/00_data.ipynb #ead8de4e
+def write_bytes(path, data:bytes, durable=False) -> Path:
+    "Write `data` to `path` atomically; an OS error (no space left, permission denied, ...) is raised naming the file."
+    with atomic_write(path, durable=durable) as f: f.write(data)
+    return Path(path)
+
+def write_text(path, text:str, durable=False) -> Path:
     "Write `text` as UTF-8 (see `write_bytes`)."
-    return write_bytes(path, text.encode('utf-8'))
+    return write_bytes(path, text.encode('utf-8'), durable)
+
+def append_bytes(path, data:bytes) -> Path:
+    "Append `data` to `path` (created if new) and fsync; if the write fails, the file is cut back to its old end and the error names it."
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.fstat(fd).st_size
+        try:
+            rest = memoryview(data)
+            while rest: rest = rest[os.write(fd, rest):]
+            os.fsync(fd)
+        except BaseException as e:
+            with suppress(OSError): os.ftruncate(fd, end)          # no half line for a reader, or for the next append
+            if (err := _named(e, path, None)) is None: raise
+            raise err from None
+    finally: os.close(fd)
+    return Path(path)
 
 def write_image(path, img:np.ndarray): # (H,W,3) RGB or (H,W) grey, uint8 or bool
     "Write an image (PNG is lossless), creating folders as needed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
     if img.dtype == bool: img = img.astype(np.uint8) * 255
     if img.ndim == 3: img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
     if path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -10,7 +10,7 @@ import numpy as np
 import cv2
 import torch
 import fundus2video
-from .data import PHASES, read_image, write_image, label_image
+from .data import PHASES, read_image, write_image, label_image, check_fundus_photo
 from .data import fov_mask, fov_box, crop_pad, resize_image, resize_mask
 from .pipeline import to_unit
 from .generator import Generator
@@ -87,11 +87,12 @@ def as_uint8_rgb(img:np.ndarray) -> np.ndarray: # (H,W,3) uint8
 def prepare_photo(img:np.ndarray,  # (H,W,3) RGB photo of any size and aspect, uint8 or float
                   size:int,        # side of the model's input in pixels
                   square=True,     # pad the FOV box to a square (False: stretch it; follow the model's pipeline config)
+                  name='photo',    # where the photo came from, for error messages (e.g. its file)
                  ) -> tuple:       # (cf (1,3,size,size) float32 in [-1,1], fov (size,size) bool)
-    "A fundus photo cropped to its field of view, resized and normalised as in training."
-    img = as_uint8_rgb(img)
+    "A colour fundus photo (checked: `check_fundus_photo`) cropped to its field of view, resized and normalised as in training."
+    img = check_fundus_photo(as_uint8_rgb(img), name)
     fov = fov_mask(img)
-    if not fov.any(): raise ValueError("no field of view found: the photo is (nearly) black")
+    if not fov.any(): raise ValueError(f"{name}: no field of view found: the photo is (nearly) black")
     box = fov_box(fov, square)
     cf, fov = resize_image(crop_pad(img, box), size), resize_mask(crop_pad(fov, box), size)
     cf[~fov] = 0
@@ -188,12 +189,12 @@ def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
              device='auto',    # 'auto' (CUDA if available), 'cpu', 'cuda'
             ) -> dict:         # paths written, n_frames, size, phases, frames_per_second, model, meta
     "Generate an FFA video from one colour fundus photo, with its contact sheet."
-    img, out = read_image(cf_path), Path(out)
+    img, out = read_image(cf_path), Path(out)            # read once; checked by prepare_photo
     dev = pick_device(device)
     G, cfg, meta = load_generator(checkpoint, dev)
     size, n_frames = size or cfg.pipeline.size, n_frames or cfg.pipeline.per_phase * len(PHASES)
     _check_args(out, size, n_frames, cfg)
-    cf, fov = prepare_photo(img, size, cfg.pipeline.square)
+    cf, fov = prepare_photo(img, size, cfg.pipeline.square, name=cf_path)
     frames, att, fps = generate_frames(G, cf.to(dev), n_frames, fov)
     phases = frame_phases(n_frames, cfg.pipeline.per_phase)
     res = _write_outputs(out, frames, phases, cf, att, gif, frames_dir)

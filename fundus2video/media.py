@@ -4,11 +4,11 @@
 
 # %% ../nbs/07d_media.ipynb #56246f22
 from __future__ import annotations
-import math
+import errno, math, os, subprocess
 from pathlib import Path
 import numpy as np
 import torch
-from .data import write_image
+from .data import write_image, atomic_write, atomic_path
 
 # %% auto #0
 __all__ = ['to_numpy', 'to_uint8', 'frame_strip', 'side_by_side', 'write_mp4', 'read_mp4', 'write_gif', 'write_frames']
@@ -62,22 +62,32 @@ def _pad_even(frames:np.ndarray) -> np.ndarray:
     pad = [(0, 0), (0, H % 2), (0, W % 2)] + [(0, 0)] * (frames.ndim - 3)
     return np.pad(frames, pad)
 
+# %% ../nbs/07d_media.ipynb #5ca4c021
+_FFMPEG_CAUSES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+
+def _ffmpeg_failed(log:str, path) -> Exception:
+    "The error for an ffmpeg run that did not write `path`: the OS cause its log names, else its last line."
+    for n in _FFMPEG_CAUSES:
+        if os.strerror(n) in log: return OSError(n, os.strerror(n), str(path))
+    last = (log.strip().splitlines() or ['no message'])[-1].strip()
+    return RuntimeError(f"{path}: ffmpeg could not write the video ({last})")
+
 def write_mp4(frames:np.ndarray,  # (T,H,W) grey or (T,H,W,3) RGB, uint8
               path,               # .mp4 file to write
               fps=4,              # frames per second of playback
               upscale:int=None,   # integer enlargement; None: enough for a 256-pixel video; 1: none
              ) -> Path:
-    "Write frames as an H.264 MP4 (yuv420p, odd sizes padded to even)."
+    "Write frames as an H.264 MP4 (yuv420p, odd sizes padded to even); whole or not at all, a failure names the cause."
     import imageio_ffmpeg
-    frames = _pad_even(_upscale(np.asarray(frames, np.uint8), upscale))
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    w = imageio_ffmpeg.write_frames(str(path), (frames.shape[2], frames.shape[1]), fps=fps, codec='libx264',
-                                    pix_fmt_in='gray' if frames.ndim == 3 else 'rgb24', pix_fmt_out='yuv420p',
-                                    quality=None, output_params=['-crf', '17'], macro_block_size=1, ffmpeg_log_level='error')
-    w.send(None)
-    for f in frames: w.send(np.ascontiguousarray(f))
-    w.close()
-    return path
+    frames = np.ascontiguousarray(_pad_even(_upscale(np.asarray(frames, np.uint8), upscale)))
+    if not len(frames): raise ValueError(f"{path}: no frames to write")
+    H, W = frames.shape[1:3]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), '-y', '-v', 'error', '-f', 'rawvideo', '-pix_fmt', 'gray' if frames.ndim == 3 else 'rgb24',
+           '-s', f'{W}x{H}', '-r', f'{fps:.2f}', '-i', '-', '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', '17', '-f', 'mp4']
+    with atomic_path(path) as tmp:                     # its own session: Ctrl-C reaches Python, which stops ffmpeg
+        r = subprocess.run(cmd + [str(tmp)], input=frames.tobytes(), capture_output=True, start_new_session=True)
+        if r.returncode: raise _ffmpeg_failed(r.stderr.decode(errors='replace'), path)
+    return Path(path)
 
 # %% ../nbs/07d_media.ipynb #b267da12
 def read_mp4(path) -> np.ndarray: # (T,H,W,3) uint8 RGB
@@ -95,9 +105,8 @@ def write_gif(frames:np.ndarray, # (T,H,W) grey or (T,H,W,3) RGB, uint8
     "Write frames as a looping animated GIF."
     from PIL import Image
     ims = [Image.fromarray(f) for f in _upscale(np.asarray(frames, np.uint8), upscale)]
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
-    return path
+    with atomic_write(path) as f: ims[0].save(f, format='GIF', save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
+    return Path(path)
 
 def write_frames(frames:np.ndarray, # (T,H,W) or (T,H,W,3) uint8
                  dir,               # folder to write frame_0000.png, frame_0001.png, ... into

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from fastcore.basics import patch
+from .data import write_text
 from .generator import GeneratorOutput, attention_loss
 from .discriminator import frozen
 from .patchnce import nce_term, nce_inputs
@@ -296,7 +297,7 @@ def run_bench(sizes=(128, 256, 512),  # training sizes (px)
     c1 = run('ceilings', n=n, device=device)
     res['ceilings'] = {k: max(c0[k], c1[k]) for k in c0}
     for r in res['training']: r['gflops'] = r['flop'] / r['median_s'] / 1e9
-    if json_path: Path(json_path).write_text(json.dumps(res, indent=1))
+    if json_path: write_text(json_path, json.dumps(res, indent=1))     # atomically: a full disk leaves no half file
     return res
 
 # %% ../nbs/12_speed.ipynb #22e220e5

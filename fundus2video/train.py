@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #ad4ec7d8
 from __future__ import annotations
-import csv, os, random, time
+import csv, io, json, os, random, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelEpochException
 from fastai.optimizer import OptimWrapper
-from .data import StudySet, write_image
+from .data import StudySet, write_image, write_text, append_bytes
 from .pipeline import study_dataloaders
 from .generator import Generator
 from .discriminator import KnowledgeAwareDiscriminator
@@ -24,7 +24,8 @@ from .losses import generator_objective, discriminator_objective, maybe_vgg_loss
 from .rollout import window_targets, window_input, self_feed_probability, previous_window, generate_video
 from .configs import RunConfig, TrainConfig, config_dict, config_from_dict, preset, apply_lr
 from .runtime import pick_device, amp_dtype, tune_allocator
-from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, load_checkpoint, latest_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelFileError, atomic_save, load_checkpoint,
+                                     latest_checkpoint, newest_intact_checkpoint, run_lock)
 from .media import frame_strip, side_by_side, write_gif
 
 # %% auto #0
@@ -265,21 +266,19 @@ class WindowLearner(Learner):
 
 # %% ../nbs/08_train.ipynb #04370590
 def append_csv(path:Path, row:dict):
-    "Append a row (with a header if the file is new), flushed to disk."
-    new = not path.exists()
-    with open(path, 'a', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new: w.writeheader()
-        w.writerow(row); f.flush(); os.fsync(f.fileno())
+    "Append a row (with a header if the file is new) in one write, flushed to disk; a failed write is cut back (`append_bytes`)."
+    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=list(row))
+    if not path.exists() or not path.stat().st_size: w.writeheader()
+    w.writerow(row); append_bytes(path, buf.getvalue().encode('utf-8'))
 
 def truncate_csv(path:Path, key:str, limit:int):
-    "Keep only the rows of a CSV log whose `key` is at most `limit` (drops what a killed run wrote after its checkpoint)."
+    "Keep only the rows of a CSV log whose `key` is at most `limit` (drops what a killed run wrote after its checkpoint); rewritten atomically."
     if not path.exists(): return
-    with open(path, newline='') as f: rows = list(csv.DictReader(f))
+    with open(path, newline='', encoding='utf-8') as f: rows = list(csv.DictReader(f))
     if not rows: return
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
-        w.writerows(r for r in rows if int(r[key]) <= limit)
+    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=list(rows[0])); w.writeheader()
+    w.writerows(r for r in rows if (r.get(key) or '').isdigit() and int(r[key]) <= limit)
+    write_text(path, buf.getvalue())
 
 class RunLogCallback(Callback):
     "Learning rate and augmentation epoch before each epoch; per-batch and per-epoch CSV logs."
@@ -337,16 +336,34 @@ def data_split(data_dir) -> dict:
     "Study names of the train and valid splits of a data folder (stored in checkpoints)."
     return {s: [Path(p).name for p in StudySet(data_dir, s).paths] for s in ('train', 'valid')}
 
-def _resume_stepper(run_dir, data_dir, device, vgg, dls):
-    "The stepper of the newest checkpoint, and its config; logs written after it are dropped."
-    path = latest_checkpoint(run_dir)
-    if path is None: raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
-    ck = load_checkpoint(path)
+def _check_epochs(epochs:int|None, done:int, total:int, path=None):
+    "Refuse `epochs` that train nothing: below 1, past the schedule's end, or (resuming from `path`) no more than are done."
+    if path is not None and done >= total: raise ValueError(f"{path}: the run is complete ({done} of {total} epochs); nothing to resume")
+    if epochs is None: return
+    if epochs < 1: raise ValueError(f"epochs={epochs}: must be at least 1")
+    if epochs > total: raise ValueError(f"epochs={epochs} is past the end of the learning-rate schedule ({total} epochs)")
+    if path is not None and epochs <= done:
+        raise ValueError(f"epochs={epochs}: {path} has {done} epochs done already; ask for more, up to {total} (the schedule's end)")
+
+def _resume_point(run_dir, epochs, progress) -> tuple: # (checkpoint path, checkpoint, RunConfig)
+    "The newest intact checkpoint, announced with any newer one skipped; an error if there is none, or `epochs` asks for nothing new."
+    path, ck, skipped = newest_intact_checkpoint(run_dir)
+    if ck is None:
+        if skipped: raise ModelFileError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(skipped)})")
+        raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
+    cfg = config_from_dict(RunConfig, ck['config'])
+    _check_epochs(epochs, ck['epoch'], cfg.train.epochs, path)
+    if (progress or skipped) and not rank():
+        print(f"resuming from {path} ({ck['epoch']} of {cfg.train.epochs} epochs done)" + ''.join(f'; skipped {s}' for s in skipped), flush=True)
+    return path, ck, cfg
+
+def _resume_stepper(ck:dict, path, run_dir, data_dir, device, vgg, dls) -> WindowStepper:
+    "The stepper of checkpoint `ck` (read from `path`); logs written after it are dropped."
     if ck['split'] and ck['split'] != data_split(data_dir):
         raise ValueError(f"{data_dir}: its train/valid split differs from the one {path} was trained on")
     st = stepper_from_checkpoint(ck, device, vgg, getattr(dls.train, 'generator', None))
     if not rank(): truncate_csv(Path(run_dir)/'steps.csv', 'step', st.state.step); truncate_csv(Path(run_dir)/'history.csv', 'epoch', st.state.epoch)
-    return st, path
+    return st
 
 # %% ../nbs/08_train.ipynb #deeb71d2
 def prepare_gan(cfg:RunConfig, device:torch.device) -> Fundus2VideoGAN:
@@ -363,7 +380,7 @@ def train(data_dir,                 # data folder with manifest.csv (e.g. from `
           run_dir,                  # where checkpoints, logs and samples go
           cfg:RunConfig=None,       # None: the tiny preset; ignored with `resume` (the checkpoint's config is used)
           device='auto',            # 'auto', 'cpu', 'cuda'
-          resume=False,             # continue from the newest checkpoint in `run_dir`
+          resume=False,             # continue from the newest intact checkpoint in `run_dir`
           epochs:int=None,          # stop after this many epochs in all (default: the config's); the schedule is unchanged
           show_graph=False,         # live loss plot (in a notebook)
           progress=True,            # True: fastai progress bars and epoch table; 'lines': one plain line per epoch (logs); False: silent
@@ -371,30 +388,27 @@ def train(data_dir,                 # data folder with manifest.csv (e.g. from `
     "Train (or continue training) a Fundus2Video model; returns the fastai learner."
     tune_allocator()
     run_dir, device = Path(run_dir), init_distributed(pick_device(device))
-    if resume: cfg = config_from_dict(RunConfig, load_checkpoint(_latest_or_fail(run_dir))['config'])
-    cfg = cfg or preset('tiny')
+    with run_lock(run_dir):                                       # one training process per run folder (rank 0 under torchrun)
+        return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
+
+def _train(data_dir, run_dir:Path, cfg, device, resume, epochs, show_graph, progress) -> WindowLearner:
+    if resume: ck_path, ck, cfg = _resume_point(run_dir, epochs, progress)
+    else: cfg = cfg or preset('tiny'); _check_epochs(epochs, 0, cfg.train.epochs)
     dls = study_dataloaders(data_dir, cfg.pipeline, bs=cfg.train.bs, seed=cfg.train.seed)
     if world_size() > 1: dls.loaders[0] = distributed_loader(dls.train, cfg.train.seed)
     vgg = maybe_vgg_loss(cfg.train.vgg_path) if cfg.losses.vgg else None
     if vgg is not None: vgg = vgg.to(device)
-    if resume: st, _ = _resume_stepper(run_dir, data_dir, device, vgg, dls)
+    if resume: st = _resume_stepper(ck, ck_path, run_dir, data_dir, device, vgg, dls)
     else:
         st = WindowStepper(prepare_gan(cfg, device), device, vgg)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not rank():
             for f in ('steps.csv', 'history.csv'): (run_dir/f).unlink(missing_ok=True)
-    if not rank(): (run_dir/'config.json').write_text(__import__('json').dumps(config_dict(st.cfg), indent=1))
-    if epochs and epochs > st.cfg.train.epochs:
-        raise ValueError(f"epochs={epochs} is past the end of the learning-rate schedule ({st.cfg.train.epochs} epochs)")
+    if not rank(): write_text(run_dir/'config.json', json.dumps(config_dict(st.cfg), indent=1))
     learn = _learner(dls, st, run_dir, show_graph, progress, data_split(data_dir))
     learn.first_epoch = st.state.epoch
     learn.fit(epochs or st.cfg.train.epochs)
     return learn
-
-def _latest_or_fail(run_dir) -> Path:
-    p = latest_checkpoint(run_dir)
-    if p is None: raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (checkpoints/epoch_*.pt)")
-    return p
 
 def _learner(dls, st, run_dir, show_graph, progress, split) -> WindowLearner:
     from fastai.callback.progress import ProgressCallback, ShowGraphCallback

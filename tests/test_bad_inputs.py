@@ -4,7 +4,7 @@ For each case of the table: the exit status, exactly one line on stderr that nam
 no traceback, no false "wrote"/"done", and every input file byte-identical afterwards. Tiny inputs (64 px
 phantoms, the shipped demo model), so the whole table runs in the default suite.
 """
-import hashlib, json, os, pathlib, re, shutil, signal, struct, subprocess, time, zlib
+import hashlib, json, os, pathlib, re, shlex, shutil, signal, struct, subprocess, sys, time, zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +76,35 @@ def ws(tmp_path_factory):
     _broken_copy(w/'data', w/'mixed')
     meta = json.loads((w/'mixed'/'phantom_0001'/'meta.json').read_text())
     (w/'mixed'/'phantom_0001'/'meta.json').write_text(json.dumps({**meta, 'source': 'clinic export 2024'}))
+    write_run(w/'trained', w/'data', done=1, total=2)                       # a run stopped after epoch 1 of 2
+    write_run(w/'finished', w/'data', done=2, total=2)
+    shutil.copytree(w/'trained', w/'cut_run'); cut(w/'cut_run'/'checkpoints'/'epoch_0001.pt')
+    if Path('/dev/full').exists():
+        import imageio_ffmpeg                                              # ffmpeg on a disk that fills up while it writes:
+        (w/'ffmpeg_full_disk').write_text(                                 # a few bytes reach the video, then every write fails
+            '#!/bin/bash\nprintf partial > "${@: -1}"\n'
+            f'exec {shlex.quote(imageio_ffmpeg.get_ffmpeg_exe())} "${{@:1:$#-1}}" /dev/full\n')
+        (w/'ffmpeg_full_disk').chmod(0o755)
     return w
+
+
+def write_run(run: Path, data: Path, done: int, total: int):
+    "A run folder as training leaves it after `done` of `total` epochs (untrained weights: the counters are what matter)."
+    import warnings
+    from dataclasses import replace
+    from fundus2video.configs import preset, with_epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)                    # fastai calls torch.jit.script, now deprecated
+        from fundus2video.train import Fundus2VideoGAN, WindowStepper, data_split
+    from fundus2video.checkpoint import atomic_save
+    cfg = preset('tiny'); cfg = with_epochs(replace(cfg, pipeline=replace(cfg.pipeline, size=64)), total)
+    st = WindowStepper(Fundus2VideoGAN(cfg)); st.state.epoch = done
+    atomic_save(st.checkpoint(data_split(data)), run/'checkpoints'/f'epoch_{done:04d}.pt')
+
+
+def cut(path: Path):
+    "Cut a file to a third, as an interrupted copy leaves it."
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 3])
 
 
 def snapshot(folder: Path) -> dict:
@@ -91,9 +119,10 @@ def snapshot(folder: Path) -> dict:
 
 @dataclass
 class Case:
-    args: str     # the command line after `fundus2video`; {w} is the workspace
+    args: str     # the command line after `fundus2video`
     names: str    # what the one stderr line must contain: the file or argument (and the gist)
     status: int = 2
+    env: dict = None  # extra environment variables; {w} in a value is the workspace
 
 
 S = 'data/phantom_0000'   # a study folder
@@ -175,8 +204,22 @@ CASES = {
     '--i3d missing': Case('evaluate data -o m.json --i3d nope.pt', '--i3d nope.pt: no such file or folder'),
     '--i3d garbage': Case('evaluate data -o m.json --i3d garbage.pt', 'garbage.pt: not a file of plain tensors'),
 }
+CASES.update({
+    # resuming a run: nothing left to train, nothing intact to resume from
+    'train --resume --epochs at the epochs done': Case('train data --out trained --resume --epochs 1',
+                                                       'epochs=1: trained/checkpoints/epoch_0001.pt has 1 epochs done already'),
+    'train --resume --epochs past the schedule': Case('train data --out trained --resume --epochs 3',
+                                                      'epochs=3 is past the end of the learning-rate schedule (2 epochs)'),
+    'train --resume a finished run': Case('train data --out finished --resume',
+                                          'finished/checkpoints/epoch_0002.pt: the run is complete (2 of 2 epochs); nothing to resume'),
+    'train --resume, the only checkpoint cut': Case('train data --out cut_run --resume',
+                                                    'cut_run: no intact checkpoint to resume from (cut_run/checkpoints/epoch_0001.pt: truncated'),
+    'train --resume with no checkpoint': Case('train data --out outdir --resume', 'outdir: no checkpoint to resume from'),
+})
 if Path('/dev/full').exists():
     CASES['full disk'] = Case(f'mask {S} -o full.png', 'full.png: no space left on device')
+    CASES['full disk while ffmpeg writes the mp4'] = Case('generate photo.png -o v.mp4', 'v.mp4: no space left on device',
+                                                          env={'IMAGEIO_FFMPEG_EXE': '{w}/ffmpeg_full_disk'})
 
 
 @pytest.fixture(scope='module')
@@ -187,7 +230,8 @@ def results(ws, tmp_path_factory):
         w = base/re.sub(r'\W+', '_', name)
         shutil.copytree(ws, w, symlinks=True)                               # symlinks kept: full.png stays /dev/full
         before = snapshot(w)
-        r = fundus2video(*CASES[name].args.split(), cwd=w)
+        env = {k: v.format(w=w) for k, v in (CASES[name].env or {}).items()}
+        r = fundus2video(*CASES[name].args.split(), cwd=w, env=env)
         return name, (r, before, snapshot(w))
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex: return dict(ex.map(run, CASES))
 
@@ -242,6 +286,78 @@ def test_ctrl_c_during_training_is_one_line(ws, tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert err.splitlines() == ['fundus2video train: interrupted before the first checkpoint; start again with the same command']
+
+
+HOLD_LOCK = ('import sys, time; from fundus2video.checkpoint import run_lock\n'
+             'with run_lock(sys.argv[1]): print("holding", flush=True); time.sleep(600)')
+
+FULL_DISK_AT = """import os, sys, tempfile
+# the real command line, on a disk that is full when the temporary file whose name starts with sys.argv[1] is written
+real = tempfile.mkstemp
+def mkstemp(*a, **kw):
+    fd, name = real(*a, **kw)
+    if str(kw.get('prefix', '')).startswith(sys.argv[1]):
+        full = os.open('/dev/full', os.O_WRONLY); os.dup2(full, fd); os.close(full)
+    return fd, name
+tempfile.mkstemp = mkstemp
+from fundus2video.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_trains_on_one_out(ws, tmp_path):
+    "While one `train` writes into a run folder, a second one on the same --out stops at once with one line; Ctrl-C releases the lock."
+    run = tmp_path/'run'
+    first = subprocess.Popen(['fundus2video', 'train', ws/'data', '--out', run, '--epochs', '40', '--size', '64'],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().startswith('training on')        # printed with the lock held
+        r = fundus2video('train', ws/'data', '--out', run, '--epochs', '40', '--size', '64', cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and f'{run}: another training run is writing into this folder (pid {first.pid} on' in lines[0], r.stderr
+        assert 'Traceback' not in r.stderr and r.stdout == ''
+        assert first.poll() is None, 'the first run was disturbed'
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 130 and len(err.splitlines()) == 1 and 'interrupted' in err, err
+        assert not (run/'train.lock').exists(), 'Ctrl-C left the lock behind'
+    finally:
+        if first.poll() is None: first.kill(); first.wait()
+
+
+@pytest.mark.skipif(not Path('/dev/full').exists(), reason='needs /dev/full to make a full disk')
+def test_full_disk_while_saving_a_checkpoint(ws, tmp_path):
+    "A full disk while epoch 2 is saved: status 2, one line naming the checkpoint and the cause; epoch 1 intact, nothing half-written."
+    run = tmp_path/'run'; shutil.copytree(ws/'trained', run)
+    before = snapshot(run/'checkpoints')
+    r = subprocess.run([sys.executable, '-c', FULL_DISK_AT, '.epoch_0002.pt.', 'train', str(ws/'data'), '--out', str(run), '--resume'],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and f"{run/'checkpoints'/'epoch_0002.pt'}: no space left on device" in lines[0], r.stderr
+    assert 'Traceback' not in r.stderr + r.stdout and 'done:' not in r.stdout
+    assert snapshot(run/'checkpoints') == before, 'an older checkpoint changed, or a half-written file was left'
+    assert not (run/'train.lock').exists()
+
+
+def test_stale_lock_and_a_cut_newest_checkpoint(ws, tmp_path):
+    "A lock left by a killed run is taken over with one line; --resume skips a cut newest checkpoint, says which it resumed from, and finishes."
+    run = tmp_path/'run'; shutil.copytree(ws/'trained', run)
+    newest = run/'checkpoints'/'epoch_0002.pt'
+    shutil.copy(run/'checkpoints'/'epoch_0001.pt', newest); cut(newest)
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'holding'
+    holder.kill(); holder.wait()                                          # SIGKILL: its lock file stays behind
+    assert (run/'train.lock').exists()
+    r = fundus2video('train', ws/'data', '--out', run, '--resume', cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and f'left by a run that ended without releasing it (pid {holder.pid} on' in lines[0], r.stderr
+    assert (f"resuming from {run/'checkpoints'/'epoch_0001.pt'} (1 of 2 epochs done); skipped {newest}: truncated" in r.stdout), r.stdout
+    assert 'done: 2 epochs' in r.stdout and not (run/'train.lock').exists()
+    from fundus2video.checkpoint import load_checkpoint
+    assert load_checkpoint(newest)['epoch'] == 2
 
 
 def test_no_code_path_loads_code_from_weights():

@@ -117,8 +117,8 @@ def main(argv=None):
     if a.out.exists() and a.out.resolve() == a.source.resolve(): raise SystemExit(f"-o {a.out}: is the source file; choose another name")
     sd, module = load_trusted(a.source)
     tensors = (convert_i3d if a.network == 'i3d' else convert_alexnet)(sd, module)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().contiguous().clone() for k, v in tensors.items()}, a.out)
+    from fundus2video.checkpoint import atomic_save                      # whole or not at all: a full disk leaves no half file
+    atomic_save({k: v.detach().contiguous().clone() for k, v in tensors.items()}, a.out)
     from fundus2video.data import StudyError
     from fundus2video.metrics import load_i3d, load_lpips
     try: (load_i3d if a.network == 'i3d' else load_lpips)(a.out)        # the safe loader fundus2video uses accepts it
