@@ -67,10 +67,15 @@ class StudyDataset(Dataset):
     "Prepared, cached studies as training items (dicts of tensors, see the table above)."
     def __init__(self, studies:list, # study folders or `Study` objects
                  cfg:PipelineConfig=PipelineConfig(), train=False, seed=0):
-        self.studies, self.cfg, self.train, self.seed, self.epoch = list(studies), cfg, train, seed, 0
+        self.studies, self.cfg, self.train, self.seed = list(studies), cfg, train, seed
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()   # one value for this process and its loader workers
         self._cache = {}
     def __len__(self): return len(self.studies)
-    def set_epoch(self, epoch:int): self.epoch = epoch
+    @property
+    def epoch(self) -> int: return int(self._epoch)
+    def set_epoch(self, epoch:int):
+        "Draw the augmentations of `epoch` from now on, here and in the loader's (persistent) worker processes."
+        self._epoch.fill_(epoch)
     def prepared(self, i) -> Study:
         "Study `i` cropped and resized to `cfg.size` (computed once)."
         if i not in self._cache:
