@@ -57,7 +57,8 @@ def config_dict(cfg) -> dict:
     return asdict(cfg)
 
 RETIRED_FIELDS = {'RolloutConfig': ('window',),          # the window is the generator's output_nc (was never read)
-                  'DiscriminatorConfig': ('gan_mode',)}  # LossWeights.gan_mode is the one the objectives read
+                  'DiscriminatorConfig': ('gan_mode',),  # LossWeights.gan_mode is the one the objectives read
+                  'PipelineConfig': ('km_in_fov',)}      # frames are zero outside the FOV, so the KM always lies inside it
 
 def config_from_dict(cls, d:dict):
     "Rebuild a (nested) config dataclass from `config_dict`'s output; retired fields are dropped, unknown ones an error."

@@ -422,7 +422,7 @@ def eval_study(s:Study, size=256, per_phase=4, cfg:PipelineConfig=PipelineConfig
     "A study prepared for evaluation: cropped, resized, the fixed evenly spaced frames, its knowledge mask in `meta['km']`."
     p = prepare_study(s, size, square=cfg.square)
     sel = select_frames(p.phases, per_phase)
-    km = video_knowledge_mask(p.frames[sel], [p.phases[i] for i in sel], p.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(p.frames[sel], [p.phases[i] for i in sel], p.fov, cfg.threshold, cfg.min_area)
     return replace(p, frames=p.frames[sel], times=p.times[sel], phases=[p.phases[i] for i in sel],
                    meta={**p.meta, 'km': km, 'selected': sel.tolist()})
 

@@ -32,7 +32,6 @@ class PipelineConfig:
     pad_to: int | None = None   # pad videos to this many frames with the last one (for batches > 1); None: as they come
     threshold: float = 45       # knowledge-mask threshold, grey levels on 0..255
     min_area: int = 0           # knowledge-mask speck removal (0: the official rule)
-    km_in_fov: bool = True      # restrict the knowledge mask to the FOV
     square: bool = True         # pad the FOV box to a square before resizing (False: stretch, official)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -98,7 +97,7 @@ def pad_frames(idx:np.ndarray, pad_to:int|None) -> tuple:
 def make_item(s:Study, cfg:PipelineConfig, rng:np.random.Generator=None) -> dict:
     "One training item from a prepared study: frames selected, KM computed, augmented if `rng` is given."
     sel = select_frames(s.phases, cfg.per_phase, rng)
-    km = video_knowledge_mask(s.frames[sel], [s.phases[i] for i in sel], s.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(s.frames[sel], [s.phases[i] for i in sel], s.fov, cfg.threshold, cfg.min_area)
     idx, valid = pad_frames(sel, cfg.pad_to)
     stack = torch.cat([to_unit(s.cf).permute(2, 0, 1), to_unit(s.frames[idx]),
                        torch.from_numpy(np.stack([s.fov, km])).float()])
