@@ -217,11 +217,12 @@ def train_video(self:WindowStepper, b:dict) -> dict:
     for k in range(self._n_windows(lengths)):
         prev = previous_window(real_prev, fake_prev, p_self, self.state.rng)
         real, on = window_targets(frames, k, self.gan.G.cfg.output_nc), lengths > k     # on: (B,) the videos that have frame k
-        x, sub = window_input(cf, prev), (lambda t: t if on.all() or not on.any() else t[on])
+        some, every = bool(on.any()), bool(on.all())                                     # none: only under torchrun
+        sub = (lambda t: t) if every or not some else (lambda t: t[on])
         feats = None if src_feats is None else [sub(f) for f in src_feats]
-        fake, terms = self.train_window(sub(x), sub(real), sub(cf), sub(km), feats, weight=float(on.any()))
-        if on.any(): logs.append(terms)
-        if len(fake) < len(cf): full = real.clone(); full[on] = fake; fake = full    # rows of ended videos: never read again
+        fake, terms = self.train_window(sub(window_input(cf, prev)), sub(real), sub(cf), sub(km), feats, weight=float(some))
+        if some: logs.append(terms)
+        if some and not every: full = real.clone(); full[on] = fake; fake = full       # rows of ended videos: never read again
         real_prev, fake_prev = real, fake
     self.state.step += 1; self.state.videos_seen += len(cf) * world_size()
     keys = list(logs[0])
