@@ -251,7 +251,7 @@ def add_evaluate(sub):
     p.add_argument('--i3d', type=Path, help="I3D weights for FVD: pytorch-i3d's state dict i3d_pretrained_400.pt (a TorchScript file must be "
                                             "converted once with tools/convert_weights.py); default: look in $FUNDUS2VIDEO_I3D and $TORCH_HOME/hub/checkpoints")
     p.add_argument('--lpips', type=Path, help='AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; default: look in $FUNDUS2VIDEO_LPIPS and $TORCH_HOME/hub/checkpoints)')
-    p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, per-video FVD)")
+    p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, their SSIM formula, per-video FVD)")
     p.add_argument('--no-baselines', action='store_true', help='skip the mean-training-video and inverted-green baselines')
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_evaluate)

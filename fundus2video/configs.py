@@ -14,8 +14,8 @@ from .losses import LossWeights
 from .rollout import RolloutConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'TrainConfig', 'RunConfig', 'config_dict', 'config_from_dict', 'preset', 'ablate', 'with_epochs',
-           'lr_factor', 'apply_lr']
+__all__ = ['RETIRED_FIELDS', 'PRESETS', 'TrainConfig', 'RunConfig', 'config_dict', 'config_from_dict', 'preset', 'ablate',
+           'with_epochs', 'lr_factor', 'apply_lr']
 
 # %% ../nbs/07a_configs.ipynb #3b0349a1
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class TrainConfig:
     epochs_decay: int = 40        # epochs of linear decay towards 0
     lr: float = 2e-4              # Adam learning rate of G, D and the PatchNCE head
     betas: tuple = (0.5, 0.999)   # Adam betas
-    bs: int = 1                   # videos per batch
+    bs: int = 1                   # videos per batch on each process (under torchrun: bs x processes per step)
     seed: int = 0                 # seeds weights, shuffling, augmentation, patch draws and scheduled sampling
     train_head: bool = True       # train the PatchNCE head (ours); False: frozen head, as the official code
     amp: bool = True              # CUDA only: bf16 autocast where supported, else fp16 with a grad scaler
@@ -56,9 +56,14 @@ def config_dict(cfg) -> dict:
     "A (nested) config dataclass as plain dicts, lists and numbers."
     return asdict(cfg)
 
+RETIRED_FIELDS = {'RolloutConfig': ('window',),          # the window is the generator's output_nc (was never read)
+                  'DiscriminatorConfig': ('gan_mode',),  # LossWeights.gan_mode is the one the objectives read
+                  'PipelineConfig': ('km_in_fov',)}      # frames are zero outside the FOV, so the KM always lies inside it
+
 def config_from_dict(cls, d:dict):
-    "Rebuild a (nested) config dataclass from `config_dict`'s output; unknown keys are an error."
+    "Rebuild a (nested) config dataclass from `config_dict`'s output; retired fields are dropped, unknown ones an error."
     hints = typing.get_type_hints(cls)
+    d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS.get(cls.__name__, ())}
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown: raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)} (a checkpoint from another version?)")
     kw = {}

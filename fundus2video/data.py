@@ -13,20 +13,21 @@ import cv2
 
 # %% auto #0
 __all__ = ['PHASES', 'PHASE_ALIASES', 'LESION_TYPES', 'VESSEL_TYPES', 'IMAGE_SUFFIXES', 'MAX_IMAGE_PIXELS', 'MIN_CF_SATURATION',
-           'MIN_PHOTO_SIDE', 'MIN_PHOTO_CONTRAST', 'SPLITS', 'OFFICIAL_COLUMNS', 'normalise_phase', 'StudyError',
-           'Study', 'saturation', 'image_size', 'read_image', 'atomic_write', 'atomic_path', 'write_bytes',
-           'write_text', 'append_bytes', 'write_image', 'largest_component', 'fill_holes', 'fov_mask_official',
-           'fov_mask_robust', 'fov_mask', 'check_study', 'check_fundus_photo', 'frame_filename', 'parse_frame_filename',
-           'read_text', 'read_csv_rows', 'read_json_object', 'save_study', 'find_image', 'load_study', 'fov_box',
-           'crop_pad', 'resize_image', 'resize_mask', 'prepare_study', 'assign_splits', 'patient_of', 'write_manifest',
-           'read_manifest', 'StudySet', 'select_frames', 'from_official_csv', 'isfahan_pairs', 'from_isfahan',
-           'fmt_time', 'show_study', 'label_image', 'study_picture', 'scrub_study']
+           'MIN_PHOTO_SIDE', 'MIN_PHOTO_CONTRAST', 'SPLITS', 'OFFICIAL_COLUMNS', 'PHASE_RULES', 'OFFICIAL_PHASE_RULE',
+           'normalise_phase', 'StudyError', 'Study', 'saturation', 'image_size', 'read_image', 'atomic_write',
+           'atomic_path', 'write_bytes', 'write_text', 'append_bytes', 'write_image', 'largest_component', 'fill_holes',
+           'fov_mask_official', 'fov_mask_robust', 'fov_mask', 'check_study', 'check_fundus_photo', 'frame_filename',
+           'parse_frame_filename', 'read_text', 'read_csv_rows', 'read_json_object', 'save_study', 'find_image',
+           'load_study', 'fov_box', 'crop_pad', 'resize_image', 'resize_mask', 'prepare_study', 'assign_splits',
+           'patient_of', 'write_manifest', 'read_manifest', 'StudySet', 'select_frames', 'official_phase',
+           'from_official_csv', 'isfahan_pairs', 'from_isfahan', 'fmt_time', 'show_study', 'label_image',
+           'study_picture', 'scrub_study']
 
 # %% ../nbs/00_data.ipynb #f10f3abe
 PHASES = ('arterial', 'venous', 'late')  # the three phases the paper samples 4 frames from
 PHASE_ALIASES = {'a': 'arterial', 'av': 'arterial', 'arterial': 'arterial', 'early': 'arterial',
                  'arteriovenous': 'arterial', 'v': 'venous', 'venous': 'venous', 'mid': 'venous',
-                 'l': 'late', 'late': 'late', 'c': 'late', 'recirculation': 'late'}
+                 'l': 'late', 'late': 'late', 'recirculation': 'late'}   # 'C' is not mapped: see `from_official_csv`
 LESION_TYPES = ('leakage', 'microaneurysm', 'haemorrhage', 'nonperfusion', 'drusen', 'exudate')
 VESSEL_TYPES = ('artery', 'vein')
 
@@ -600,39 +601,52 @@ def select_frames(phases:list,  # T phase labels, in time order
 
 # %% ../nbs/00_data.ipynb #18288199
 OFFICIAL_COLUMNS = ('pid_eye', 'orgid', 'Phase', 'level_1', 'co_rigid', 'fa_rigid')
+PHASE_RULES = ('official', 'all')
+OFFICIAL_PHASE_RULE = {'A': None, 'C': None, 'AV': 'V'}   # the official training script: A and C rows dropped, AV -> V
+
+def official_phase(label) -> str | None:
+    "A label of the official CSV under the official rule: None for a dropped row (A, C), 'V' for AV, else the label."
+    key = str(label).strip().upper()
+    return OFFICIAL_PHASE_RULE[key] if key in OFFICIAL_PHASE_RULE else label
 
 def from_official_csv(csv_path,        # the official code's CSV, one row per frame
                       out_dir,         # where study folders and manifest.csv are written
                       root=None,       # folder that relative image paths start from (default: the CSV's)
                       split_seed=0,    # seed of the 90/5/5 patient split
+                      phases='official', # 'official': drop A and C rows, AV -> V (the official script); 'all': keep every row
                      ) -> list:        # the study folders written
     "Convert the official Fundus2Video CSV into study folders and a manifest grouped by patient."
     import pandas as pd
+    if phases not in PHASE_RULES: raise ValueError(f"phases must be one of {PHASE_RULES}, not {phases!r}")
     csv_path, out_dir = Path(csv_path), Path(out_dir)
     df = pd.read_csv(csv_path)
     missing = [c for c in OFFICIAL_COLUMNS if c not in df.columns]
     if missing: raise StudyError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected {', '.join(OFFICIAL_COLUMNS)}")
+    df['label'] = df['Phase']
+    if phases == 'official': df = df.assign(Phase=df['Phase'].map(official_phase)).dropna(subset=['Phase'])
     root = Path(root) if root else csv_path.parent
     rows, paths = [], []
     for eye, g in df.groupby('pid_eye', sort=True):
         g = g.sort_values('level_1', kind='stable')
         cfs = g['co_rigid'].unique()
         if len(cfs) != 1: raise StudyError(f"{csv_path}: eye {eye} has {len(cfs)} different co_rigid CF images; expected one")
-        s = _official_study(g, root, str(eye), csv_path)
+        s = _official_study(g, root, str(eye), csv_path, phases)
         paths.append(save_study(s, out_dir/s.name))
         rows.append(dict(study=s.name, patient=str(g['orgid'].iloc[0])))
+    if not rows: raise StudyError(f"{csv_path}: no rows left under the {phases!r} phase rule")
     sp = assign_splits([r['patient'] for r in rows], seed=split_seed)
     write_manifest(out_dir, [dict(r, split=sp[r['patient']]) for r in rows])
     return paths
 
-def _official_study(g, root:Path, eye:str, csv_path) -> Study:
+# %% ../nbs/00_data.ipynb #a788623d
+def _official_study(g, root:Path, eye:str, csv_path, rule:str) -> Study:
     cf_path, files = root/g['co_rigid'].iloc[0], [root/f for f in g['fa_rigid']]
     cf, frames = read_image(cf_path, 'rgb'), [read_image(f, 'grey') for f in files]
     for f, fr in zip(files, frames):
         if fr.shape != frames[0].shape:
             raise StudyError(f"{f}: frame is {fr.shape[1]}x{fr.shape[0]} but {files[0]} is {frames[0].shape[1]}x{frames[0].shape[0]}")
-    s = Study(cf, np.stack(frames), phases=list(g['Phase']), name=re.sub(r'[^\w.-]+', '_', eye),
-              source=f'{csv_path} ({eye})', meta=dict(patient=str(g['orgid'].iloc[0]), level_1=list(g['level_1'])))
+    meta = dict(patient=str(g['orgid'].iloc[0]), level_1=list(g['level_1']), official_phase=[str(p) for p in g['label']], phase_rule=rule)
+    s = Study(cf, np.stack(frames), phases=list(g['Phase']), name=re.sub(r'[^\w.-]+', '_', eye), source=f'{csv_path} ({eye})', meta=meta)
     return check_study(s, dict(folder=f'{csv_path} ({eye})', cf=cf_path, frames=files))
 
 # %% ../nbs/00_data.ipynb #37f040ba

@@ -25,7 +25,6 @@ class DiscriminatorConfig:
     n_layers: int = 3             # stride-2 convolutions (3: a 70x70 receptive field at the finest scale)
     num_D: int = 2                # scales: the image, then halved (num_D - 1) times
     norm: str = 'instance'        # 'instance' (no affine parameters, as pix2pixHD) or 'none'
-    gan_mode: str = 'lsgan'       # 'lsgan' (MSE to 1/0, pix2pixHD) or 'hinge' (SPADE)
     init_std: float = 0.02        # std of the normal initialisation of conv weights (pix2pixHD)
     knowledge_aware: bool = True  # also judge the input masked by the KM (Fundus2Video)
     separate_km: bool = False     # False: the masked pass uses the same D (official); True: a second D
@@ -34,7 +33,6 @@ class DiscriminatorConfig:
 
     def __post_init__(self):
         if self.norm not in ('instance', 'none'): raise ValueError(f"norm must be 'instance' or 'none', not {self.norm!r}")
-        if self.gan_mode not in ('lsgan', 'hinge'): raise ValueError(f"gan_mode must be 'lsgan' or 'hinge', not {self.gan_mode!r}")
         if self.n_layers < 1 or self.num_D < 1: raise ValueError("n_layers and num_D must be at least 1")
 
 # %% ../nbs/04_discriminator.ipynb #89c7e2a6

@@ -220,9 +220,14 @@ def layer_channels(self:Generator, layers) -> list:
     "Channels of the features `encode` returns for `layers` (no forward pass)."
     return [self.channels[i] for i in self._check_layers(layers)]
 
+def _relu_follows(seq:nn.Sequential, i:int) -> bool:
+    "Whether layer `i` of `seq` is followed by an in-place ReLU (which would overwrite its output)."
+    return i + 1 < len(seq) and isinstance(seq[i + 1], nn.ReLU) and seq[i + 1].inplace
+
 @patch
 def encode(self:Generator, x:torch.Tensor, # (B,6,H,W) in [-1,1]
            layers,                          # sequential indices of encoder layers, e.g. (0, 4, 8, 12, 16)
+           after_relu=True,                 # a layer followed by an in-place ReLU: its ReLU's output (official); False: its own
           ) -> list:                        # one (B,C_i,h_i,w_i) feature per requested layer, in the order given
     "Outputs of the requested encoder layers, running only as far as the deepest one."
     layers = self._check_layers(layers); self._check_input(x)
@@ -231,8 +236,8 @@ def encode(self:Generator, x:torch.Tensor, # (B,6,H,W) in [-1,1]
     for i in range(last + 1):
         x = self.model[i](x)
         if i in layers:
-            nxt = self.model[i + 1] if i < last else None
-            feats[i] = x.clone() if getattr(nxt, 'inplace', False) else x   # an in-place ReLU would overwrite it
+            if not _relu_follows(self.model, i): feats[i] = x
+            else: feats[i] = F.relu(x) if after_relu else x.clone()   # a copy: the in-place ReLU will overwrite x
     return [feats[i] for i in layers]
 
 # %% ../nbs/03_generator.ipynb #e242e331

@@ -154,6 +154,10 @@ class LossWeights:
     gan_mode: str = 'lsgan'   # 'lsgan' (official) or 'hinge'
     gan_reduce: str = 'sum'   # over D scales: 'sum' (official) or 'mean'
 
+    def __post_init__(self):
+        for k, ok in (('gv_mode', ('grey', 'channel')), ('gan_mode', ('lsgan', 'hinge')), ('gan_reduce', ('sum', 'mean'))):
+            if getattr(self, k) not in ok: raise ValueError(f"{k} must be one of {ok}, not {getattr(self, k)!r}")
+
 def weighted_total(terms:dict,   # name -> unweighted scalar loss (None: not computed)
                    weights:dict, # name -> weight (missing: 0)
                   ) -> dict:     # the terms with a non-zero weight, plus their weighted sum as 'total'

@@ -24,8 +24,8 @@ from .guard import WeightsFileError, CONVERT_HINT, is_torchscript, load_weights
 
 # %% auto #0
 __all__ = ['CURVE_REGIONS', 'ALEXNET_FILE', 'I3D_MIXED', 'FVD_FRAMES', 'FVD_SIZE', 'I3D_FILES', 'SUMMED', 'SUMMARY_ROWS',
-           'uint8_to_unit', 'signed_to_unit', 'psnr', 'ssim_map', 'masked_mean', 'frame_scores', 'nanmean',
-           'phase_means', 'arrival_time', 'leakage_area', 'tic_curves', 'clinical_scores', 'vesselness',
+           'uint8_to_unit', 'signed_to_unit', 'psnr', 'ssim_map', 'masked_mean', 'ssim_official', 'frame_scores',
+           'nanmean', 'phase_means', 'arrival_time', 'leakage_area', 'tic_curves', 'clinical_scores', 'vesselness',
            'vessel_segmentation', 'vessel_frames', 'vessel_agreement', 'false_leakage', 'is_healthy',
            'structure_scores', 'WeightsNotFound', 'find_weights', 'sha256', 'make_lpips', 'check_hash_in_name',
            'load_lpips', 'lpips_video', 'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame', 'InceptionModule',
@@ -63,6 +63,20 @@ def masked_mean(a:np.ndarray, mask=None) -> float:
     "Mean of `a` over `mask` (all of it when None); NaN for an empty mask."
     v = a if mask is None else a[mask]
     return float(v.mean()) if v.size else float('nan')
+
+# %% ../nbs/09_metrics.ipynb #771c0c41
+def ssim_official(real:np.ndarray,  # (H,W) frame in [0,1]
+                  fake:np.ndarray,  # (H,W) frame in [0,1]
+                 ) -> float:        # mean SSIM over the pixels an 11x11 window fits around
+    "SSIM of one frame pair by the official code's formula: [-1,1] values, 11x11 Gaussian window (sigma 1.5), C1 = 0.01^2, C2 = 0.03^2."
+    a, b = 2 * np.asarray(real, np.float64) - 1, 2 * np.asarray(fake, np.float64) - 1
+    g = cv2.getGaussianKernel(11, 1.5); w = g @ g.T                       # (11,11), sums to 1
+    def local(x): return cv2.filter2D(x, -1, w)[5:-5, 5:-5]              # local means, valid region only
+    mu_a, mu_b = local(a), local(b)
+    var_a, var_b, cov = local(a * a) - mu_a ** 2, local(b * b) - mu_b ** 2, local(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
 
 # %% ../nbs/09_metrics.ipynb #9b1e6c30
 def frame_scores(real:np.ndarray,  # (T,H,W) video in [0,1]
@@ -408,7 +422,7 @@ def eval_study(s:Study, size=256, per_phase=4, cfg:PipelineConfig=PipelineConfig
     "A study prepared for evaluation: cropped, resized, the fixed evenly spaced frames, its knowledge mask in `meta['km']`."
     p = prepare_study(s, size, square=cfg.square)
     sel = select_frames(p.phases, per_phase)
-    km = video_knowledge_mask(p.frames[sel], [p.phases[i] for i in sel], p.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(p.frames[sel], [p.phases[i] for i in sel], p.fov, cfg.threshold, cfg.min_area)
     return replace(p, frames=p.frames[sel], times=p.times[sel], phases=[p.phases[i] for i in sel],
                    meta={**p.meta, 'km': km, 'selected': sel.tolist()})
 
@@ -435,7 +449,7 @@ def baseline_videos(s:Study, mean_vid:np.ndarray) -> dict: # name -> (T,H,W) in 
 # %% ../nbs/09_metrics.ipynb #901086dd
 def video_metrics(s:Study,          # a prepared evaluation study (`eval_study`)
                   fake:np.ndarray,  # (T,H,W) generated video in [0,1]
-                  official=False,   # PSNR also in the official convention
+                  official=False,   # PSNR and SSIM also as the official code computes them
                   lpips_model=None, # an LPIPS module, or None to skip
                  ) -> dict:
     "Every per-video score of a generated video against the study's real one."
@@ -443,12 +457,14 @@ def video_metrics(s:Study,          # a prepared evaluation study (`eval_study`)
     sc = frame_scores(real, fake, {'fov': s.fov, 'km': s.meta['km']})
     out = dict(name=s.name, n_frames=s.n_frames, times=s.times, phases=s.phases,
                **{k: nanmean(v) for k, v in sc.items()}, per_phase=phase_means(sc, s.phases), per_frame=sc)
-    if official: out['psnr_official'] = nanmean([psnr(r, f, official=True) for r, f in zip(real, fake)])
+    if official:
+        out['psnr_official'] = nanmean([psnr(r, f, official=True) for r, f in zip(real, fake)])
+        out['ssim_official'] = nanmean([ssim_official(r, f) for r, f in zip(real, fake)])
     if lpips_model is not None: out['lpips'] = nanmean(lpips_video(lpips_model, real, fake))
     return {**out, **clinical_scores(s, fake * 255.), **structure_scores(s, fake * 255.)}
 
 # %% ../nbs/09_metrics.ipynb #02991d28
-SUMMED = ('psnr', 'psnr_fov', 'psnr_km', 'psnr_official', 'ssim', 'ssim_fov', 'ssim_km', 'lpips',
+SUMMED = ('psnr', 'psnr_fov', 'psnr_km', 'psnr_official', 'ssim', 'ssim_fov', 'ssim_km', 'ssim_official', 'lpips',
           'tic_mae', 'arrival_mae', 'leak_area_mae', 'vessel_dice', 'vessel_dice_real',
           'false_leak', 'false_leak_real')   # per-video scalars averaged over the videos that have them
 
@@ -517,7 +533,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
                        per_phase=None,  # frames per phase; None: `cfg.per_phase`
                        i3d=None,        # I3D for FVD: module, path, None (look for it) or False (skip)
                        lpips=None,      # LPIPS: module, path, None (look for it) or False (skip)
-                       official=False,  # also report the official code's PSNR and per-video FVD conventions
+                       official=False,  # also report the official code's PSNR, SSIM and per-video FVD
                        baselines=True,  # also score the mean-training-video and inverted-green baselines
                        progress=True,   # fastprogress bar
                        cfg:PipelineConfig=None, # the training pipeline (square, KM threshold, ...); None: defaults
@@ -547,7 +563,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
 
 # %% ../nbs/09_metrics.ipynb #bd2ba331
 SUMMARY_ROWS = (('psnr', 'PSNR dB', 1), ('psnr_official', 'PSNR dB (official)', 1), ('ssim', 'SSIM', 1),
-                ('psnr_km', 'PSNR in KM', 1), ('ssim_km', 'SSIM in KM', 1), ('lpips', 'LPIPS', -1),
+                ('ssim_official', 'SSIM (official)', 1), ('psnr_km', 'PSNR in KM', 1), ('ssim_km', 'SSIM in KM', 1), ('lpips', 'LPIPS', -1),
                 ('fvd', 'FVD', -1), ('tic_mae', 'time-intensity MAE', -1), ('arrival_mae', 'arrival MAE', -1),
                 ('arrival_missed', 'arrivals missed', -1), ('leak_area_mae', 'leak area MAE', -1),
                 ('vessel_dice', 'vessel agreement', 1), ('vessel_dice_real', '  (real video)', 1),
@@ -568,6 +584,7 @@ def print_summary(result:dict):
 def plot_curves(video:dict,         # one entry of `result['videos']`
                 regions=CURVE_REGIONS, size=2.6):
     "Real vs generated time-intensity curves per region, arrival times marked, and leakage area over time."
+    import matplotlib.pyplot as plt                                       # only when a plot is asked for
     t = np.array([np.nan if x is None else x for x in video['times']], float)
     x, unit = (t, 's') if not np.isnan(t).any() and (t > 0).all() else (np.arange(video['n_frames']), 'frame')
     fig, axs = plt.subplots(1, len(regions) + 1, figsize=(size * (len(regions) + 1), size * 0.9), squeeze=False)

@@ -41,8 +41,8 @@ def gather_patches(feat:Tensor, # (B,C,H,W) feature map
                   ) -> Tensor:   # (B,N,C)
     "The feature vectors of `feat` at locations `ids`, one row per patch."
     B, C, H, W = feat.shape
-    flat = feat.flatten(2).transpose(1, 2)                              # (B,H*W,C)
-    return flat.gather(1, ids[..., None].expand(-1, -1, C))
+    picked = feat.flatten(2).gather(2, ids[:, None].expand(-1, C, -1))  # (B,C,N): its gradient keeps feat's layout (see below)
+    return picked.transpose(1, 2)
 
 def km_at(km:Tensor,  # (B,1,H,W) knowledge mask, {0,1} float or bool
           size:tuple, # (h,w) of a feature map

@@ -32,7 +32,6 @@ class PipelineConfig:
     pad_to: int | None = None   # pad videos to this many frames with the last one (for batches > 1); None: as they come
     threshold: float = 45       # knowledge-mask threshold, grey levels on 0..255
     min_area: int = 0           # knowledge-mask speck removal (0: the official rule)
-    km_in_fov: bool = True      # restrict the knowledge mask to the FOV
     square: bool = True         # pad the FOV box to a square before resizing (False: stretch, official)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -67,10 +66,15 @@ class StudyDataset(Dataset):
     "Prepared, cached studies as training items (dicts of tensors, see the table above)."
     def __init__(self, studies:list, # study folders or `Study` objects
                  cfg:PipelineConfig=PipelineConfig(), train=False, seed=0):
-        self.studies, self.cfg, self.train, self.seed, self.epoch = list(studies), cfg, train, seed, 0
+        self.studies, self.cfg, self.train, self.seed = list(studies), cfg, train, seed
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()   # one value for this process and its loader workers
         self._cache = {}
     def __len__(self): return len(self.studies)
-    def set_epoch(self, epoch:int): self.epoch = epoch
+    @property
+    def epoch(self) -> int: return int(self._epoch)
+    def set_epoch(self, epoch:int):
+        "Draw the augmentations of `epoch` from now on, here and in the loader's (persistent) worker processes."
+        self._epoch.fill_(epoch)
     def prepared(self, i) -> Study:
         "Study `i` cropped and resized to `cfg.size` (computed once)."
         if i not in self._cache:
@@ -93,7 +97,7 @@ def pad_frames(idx:np.ndarray, pad_to:int|None) -> tuple:
 def make_item(s:Study, cfg:PipelineConfig, rng:np.random.Generator=None) -> dict:
     "One training item from a prepared study: frames selected, KM computed, augmented if `rng` is given."
     sel = select_frames(s.phases, cfg.per_phase, rng)
-    km = video_knowledge_mask(s.frames[sel], [s.phases[i] for i in sel], s.fov if cfg.km_in_fov else None, cfg.threshold, cfg.min_area)
+    km = video_knowledge_mask(s.frames[sel], [s.phases[i] for i in sel], s.fov, cfg.threshold, cfg.min_area)
     idx, valid = pad_frames(sel, cfg.pad_to)
     stack = torch.cat([to_unit(s.cf).permute(2, 0, 1), to_unit(s.frames[idx]),
                        torch.from_numpy(np.stack([s.fov, km])).float()])

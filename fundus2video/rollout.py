@@ -11,14 +11,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'self_feed_probability', 'previous_window',
-           'VideoRollout', 'generate_video']
+__all__ = ['ROLLOUT_ENDS', 'RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'self_feed_probability',
+           'previous_window', 'VideoRollout', 'generate_video']
 
 # %% ../nbs/07_rollout.ipynb #7fe7435b
 @dataclass(frozen=True)
 class RolloutConfig:
     "How a video is cut into windows and how much the model is fed its own output in training."
-    window: int = 3                 # frames per window (= the generator's output channels)
     ss_schedule: str = 'official'   # scheduled sampling: 'official', 'always' (always self-fed), 'never' (teacher forcing)
     ss_videos_per_step: int = 100   # official: k = videos seen // 100
     ss_full_after: int = 1000       # official: always self-fed after 1000 videos
@@ -61,11 +60,16 @@ def previous_window(real_prev:torch.Tensor|None, # (B,3,H,W) real previous windo
 # %% ../nbs/07_rollout.ipynb #cbbe8225
 def _frames(out) -> torch.Tensor: return out.frames if hasattr(out, 'frames') else out
 
+ROLLOUT_ENDS = ('drop', 'average')
+
 class VideoRollout:
     "Self-fed rollout of a generator over `n_frames` frames, yielding each frame, overlap-averaged, once final."
-    def __init__(self, G, cf:torch.Tensor, n_frames:int, window=3): # cf: (B,3,H,W) in [-1,1]
+    def __init__(self, G, cf:torch.Tensor, # cf: (B,3,H,W) colour fundus in [-1,1]
+                 n_frames:int,
+                 end='drop'):              # slots past the last frame: 'drop' them (official) or 'average' them into it
         if n_frames < 1: raise ValueError(f"n_frames must be at least 1, not {n_frames}")
-        self.G, self.cf, self.T, self.window = G, cf, n_frames, window
+        if end not in ROLLOUT_ENDS: raise ValueError(f"end must be one of {ROLLOUT_ENDS}, not {end!r}")
+        self.G, self.cf, self.T, self.end = G, cf, n_frames, end
         self.pending = deque()            # [frame index, running sum, count] of frames not yet final
     def _add(self, j, pred):
         for p in self.pending:
@@ -75,8 +79,9 @@ class VideoRollout:
     def __iter__(self):                  # yields (B,H,W) frames in order
         prev = None
         for k in range(self.T):
-            prev = _frames(self.G(window_input(self.cf, prev)))
-            for i, j in enumerate(window_frames(self.T, k, self.window)): self._add(j, prev[:, i])
+            prev = _frames(self.G(window_input(self.cf, prev)))        # (B,window,H,W)
+            for i in range(prev.shape[1]):
+                if k + i < self.T or self.end == 'average': self._add(min(k + i, self.T - 1), prev[:, i])
             if k < self.T - 1 or not self.pending: yield self._pop()
         while self.pending: yield self._pop()
     def _pop(self):
@@ -84,6 +89,8 @@ class VideoRollout:
         return total / n
 
 def generate_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
-                   n_frames=12, window=3) -> torch.Tensor: # (B,n_frames,H,W) in [-1,1]
+                   n_frames=12,
+                   end='drop',         # slots past the last frame: 'drop' (official) or 'average' (see above)
+                  ) -> torch.Tensor:   # (B,n_frames,H,W) in [-1,1]
     "A whole video from a colour fundus: self-fed windows, each frame the mean of the predictions covering it."
-    return torch.stack(list(VideoRollout(G, cf, n_frames, window)), 1)
+    return torch.stack(list(VideoRollout(G, cf, n_frames, end)), 1)

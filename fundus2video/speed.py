@@ -47,15 +47,14 @@ class ReferenceStepper(WindowStepper):
         super().__init__(gan, device, vgg)
         self.opts = make_optimisers(gan, replace(self.cfg.train, optimiser='loop'))
 
-    def train_window(self, x, real, cf, km, nce_src_feats=None) -> tuple: # (fake (B,3,H,W) detached, dict of floats)
+    def train_window(self, x, real, cf, km, nce_src_feats=None, weight=1.0) -> tuple: # (fake (B,3,H,W) detached, dict of floats)
         gan, w = self.gan, self.cfg.losses
         with self.autocast():
-            out = gan.G(x)
-            d = discriminator_objective(out.frames, real, cf, km, gan.D, w)
-        check_finite(d, 'reference, discriminator'); self._backward_step(d['total'], ['D'])
-        with self.autocast(): g = reference_generator_objective(out, real, cf, km, gan.D, w, gan.G.encode, gan.head, gan.nce_cfg, self.vgg)
-        check_finite(g, 'reference, generator')
-        self._backward_step(g['total'], ['G'] + (['head'] if 'head' in self.opts and self.cfg.train.train_head else []))
+            out = gan.G(x)                                   # G's step first, then D's, both on D as it was (as WindowStepper)
+            g = reference_generator_objective(out, real, cf, km, gan.D, w, gan.G.encode, gan.head, gan.nce_cfg, self.vgg)
+        check_finite(g, 'reference, generator'); self._backward_step(g['total'] * weight, self.g_names)
+        with self.autocast(): d = discriminator_objective(out.frames, real, cf, km, gan.D, w)
+        check_finite(d, 'reference, discriminator'); self._backward_step(d['total'] * weight, ['D'])
         return out.frames.detach(), {'g_' + k: v.item() for k, v in g.items()} | {'d_' + k: v.item() for k, v in d.items()}
 
 # %% ../nbs/12_speed.ipynb #6491dc1a
