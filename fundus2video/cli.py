@@ -129,13 +129,13 @@ ABLATIONS = dict(attention='knowledge-boosted attention', knowledge_aware='the k
                  perceptual='the VGG19 perceptual loss')
 
 def add_train(sub):
-    p = sub.add_parser('train', help='train a model on a data folder (presets: tiny on a CPU, paper on a GPU)',
+    p = sub.add_parser('train', help='train a model on a data folder (presets: tiny and lab on a CPU, paper on a GPU)',
                        description='Train Fundus2Video: per-window discriminator and generator updates, checkpoints after '
                                    'every epoch in RUN_DIR/checkpoints, logs (history.csv, steps.csv) and frame strips (samples/).')
     p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv (e.g. from `fundus2video phantom`)')
     p.add_argument('--out', type=Path, required=True, metavar='RUN_DIR', help='run folder for checkpoints, logs and samples')
-    p.add_argument('--preset', choices=['tiny', 'paper'], default='tiny', help='tiny: 96 px, CPU, about 10 minutes; paper: 512 px, GPU (default: tiny)')
-    p.add_argument('--epochs', type=int_arg(1, MAX_EPOCHS), help='epochs in all (default: the preset\'s: tiny 40, paper 50)')
+    p.add_argument('--preset', choices=['tiny', 'lab', 'paper'], default='tiny', help='tiny: 96 px, 6 frames, CPU, minutes; lab: 128 px, 12 frames, 2 CPU cores, about an hour; paper: 512 px, GPU (default: tiny)')
+    p.add_argument('--epochs', type=int_arg(1, MAX_EPOCHS), help='epochs in all (default: the preset\'s: tiny 40, lab 30, paper 50)')
     p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'image side in pixels, 32 to {MAX_SIZE} (default: the preset\'s)')
     p.add_argument('--seed', type=int_arg(0, MAX_SEED), help='random seed (default: 0)')
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
@@ -335,6 +335,8 @@ def _debug(args) -> bool: return getattr(args, 'debug', False) or os.environ.get
 def main(argv=None) -> int:
     "Run the command line: 0 when done; one line on stderr and 2 for a user error, 130 for Ctrl-C, 1 for a bug."
     args = make_parser().parse_args(argv)
+    from fundus2video.runtime import tune_allocator
+    tune_allocator()                                  # keep freed memory for reuse (see the runtime chapter)
     try: args.func(args)
     except KeyboardInterrupt:
         if _debug(args): raise

@@ -27,11 +27,11 @@ __all__ = ['CURVE_REGIONS', 'ALEXNET_FILE', 'I3D_MIXED', 'FVD_FRAMES', 'FVD_SIZE
            'uint8_to_unit', 'signed_to_unit', 'psnr', 'ssim_map', 'masked_mean', 'ssim_official', 'frame_scores',
            'nanmean', 'phase_means', 'arrival_time', 'leakage_area', 'tic_curves', 'clinical_scores', 'vesselness',
            'vessel_segmentation', 'vessel_frames', 'vessel_agreement', 'false_leakage', 'is_healthy',
-           'structure_scores', 'WeightsNotFound', 'find_weights', 'sha256', 'make_lpips', 'check_hash_in_name',
-           'load_lpips', 'lpips_video', 'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame', 'InceptionModule',
-           'i3d_layers', 'InceptionI3d', 'fvd_clip', 'i3d_features', 'load_i3d', 'eval_study', 'mean_video',
-           'baseline_videos', 'video_metrics', 'aggregate', 'fvd_scores', 'jsonable', 'write_metrics_json',
-           'generate_for', 'evaluate_generator', 'print_summary', 'plot_curves']
+           'structure_scores', 'disc_from_photo', 'WeightsNotFound', 'find_weights', 'sha256', 'make_lpips',
+           'check_hash_in_name', 'load_lpips', 'lpips_video', 'frechet_distance', 'same_pad', 'Unit3D', 'MaxPool3dSame',
+           'InceptionModule', 'i3d_layers', 'InceptionI3d', 'fvd_clip', 'i3d_features', 'load_i3d', 'eval_study',
+           'mean_video', 'baseline_videos', 'video_metrics', 'aggregate', 'fvd_scores', 'jsonable',
+           'write_metrics_json', 'generate_for', 'evaluate_generator', 'print_summary', 'plot_curves']
 
 # %% ../nbs/09_metrics.ipynb #c7bf8177
 def uint8_to_unit(a:np.ndarray) -> np.ndarray: # (...) uint8 0..255 -> float64 in [0,1]
@@ -225,6 +225,25 @@ def structure_scores(s:Study, fake:np.ndarray) -> dict: # fake: (T,H,W) on 0..25
         disc = cv2.dilate(s.lesions['disc'].astype(np.uint8), np.ones((7, 7), np.uint8)) > 0 if 'disc' in s.lesions else None
         out.update(false_leak=false_leakage(np.asarray(fake)[late], s.fov, disc), false_leak_real=false_leakage(s.frames[late], s.fov, disc))
     return out
+
+# %% ../nbs/09_metrics.ipynb #ab9c2da6
+def _smooth_in(a:np.ndarray, fov:np.ndarray, sigma:float) -> np.ndarray:
+    "Gaussian mean of `a` over the FOV only (the black outside does not darken the rim)."
+    blur = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
+    return blur(np.where(fov, a, 0)) / np.maximum(blur(fov), 1e-3)
+
+def disc_from_photo(cf:np.ndarray,   # (H,W,3) colour photo, uint8
+                    fov:np.ndarray,  # (H,W) bool
+                    radius=0.1,      # the circle's radius, as a share of the FOV's diameter
+                   ) -> np.ndarray:  # (H,W) bool: a circle around the optic disc
+    "Where the optic disc is on a photo without ground truth: the brightest pale spot, as a circle."
+    h = cf.shape[0]
+    pale = cf[..., 1:].astype(np.float32).mean(-1)                   # green and blue: the disc, not yellow exudates
+    b = _smooth_in(pale, fov, h / 40) - _smooth_in(pale, fov, h / 6)
+    y, x = np.unravel_index(np.argmax(np.where(fov, b, -np.inf)), b.shape)
+    r = radius * 2 * np.sqrt(fov.sum() / np.pi)
+    yy, xx = np.mgrid[:h, :cf.shape[1]]
+    return (yy - y) ** 2 + (xx - x) ** 2 <= r ** 2
 
 # %% ../nbs/09_metrics.ipynb #8ce05934
 class WeightsNotFound(FileNotFoundError):

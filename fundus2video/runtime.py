@@ -4,12 +4,13 @@
 
 # %% ../nbs/07b_runtime.ipynb #dfcb71e6
 from __future__ import annotations
-import ctypes, sys, warnings
+import ctypes, resource, subprocess, sys, warnings
 import torch
 from .configs import TrainConfig
 
 # %% auto #0
-__all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'pick_device', 'cpu_has_bf16', 'amp_dtype', 'tune_allocator']
+__all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'C_INT_MAX', 'OLD_GLIBC_MMAP_MAX', 'pick_device', 'cpu_has_bf16', 'amp_dtype',
+           'tune_allocator', 'minor_faults']
 
 # %% ../nbs/07b_runtime.ipynb #19a04f14
 def pick_device(device='auto') -> torch.device:
@@ -34,12 +35,21 @@ def amp_dtype(device:torch.device, cfg:TrainConfig):
 
 # %% ../nbs/07b_runtime.ipynb #c93ce78e
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameter numbers (malloc.h)
+C_INT_MAX = 2**31 - 1                           # mallopt takes a C int
+OLD_GLIBC_MMAP_MAX = 32 << 20                   # glibc before 2.35 refuses mmap thresholds above 32 MiB
 
-def tune_allocator(mmap_threshold:int=32 << 20,  # blocks below this come from the heap (glibc's maximum: 32 MiB)
-                   trim_threshold:int=1 << 30,   # free memory kept at the heap's top before it is returned
-                  ) -> bool:                     # True if glibc accepted both settings
+def tune_allocator(mmap_threshold:int=1_000_000_000,  # blocks below this come from the heap (1 GB: every tensor of these models)
+                   trim_threshold:int=C_INT_MAX,       # free memory kept at the heap's top before it is returned (2 GiB)
+                  ) -> int:                            # the mmap threshold in force (0: not tuned: not Linux, not glibc)
     "Make glibc's malloc keep and reuse freed memory instead of returning it to the OS every window."
-    if not sys.platform.startswith('linux'): return False
+    if not sys.platform.startswith('linux'): return 0
     try: libc = ctypes.CDLL('libc.so.6')
-    except OSError: return False                 # not glibc (musl, ...): nothing to tune
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) & bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    except OSError: return 0                     # not glibc (musl, ...): nothing to tune
+    if not libc.mallopt(M_TRIM_THRESHOLD, min(trim_threshold, C_INT_MAX)): return 0
+    for t in (min(mmap_threshold, C_INT_MAX), OLD_GLIBC_MMAP_MAX):
+        if libc.mallopt(M_MMAP_THRESHOLD, t): return t
+    return 0
+
+def minor_faults() -> int:
+    "Minor page faults of this process so far: pages the kernel had to map (and zero) on first touch."
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -27,11 +27,12 @@ from .runtime import pick_device, amp_dtype, tune_allocator
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelFileError, atomic_save, load_checkpoint,
                                      latest_checkpoint, newest_intact_checkpoint, run_lock)
 from .media import frame_strip, side_by_side, write_gif
+import torch.distributed as dist
+from .distributed import world_size, rank, init_distributed, data_parallel, distributed_loader
 
 # %% auto #0
-__all__ = ['OPTIMISERS', 'Fundus2VideoGAN', 'adam_kernel', 'make_optimisers', 'world_size', 'rank', 'init_distributed',
-           'data_parallel', 'distributed_loader', 'Diverged', 'check_finite', 'RunState', 'GeneratorStep',
-           'DiscriminatorStep', 'WindowStepper', 'video_lengths', 'rng_states', 'set_rng_states',
+__all__ = ['OPTIMISERS', 'Fundus2VideoGAN', 'adam_kernel', 'make_optimisers', 'Diverged', 'check_finite', 'RunState',
+           'GeneratorStep', 'DiscriminatorStep', 'WindowStepper', 'video_lengths', 'rng_states', 'set_rng_states',
            'stepper_from_checkpoint', 'WindowLearner', 'append_csv', 'truncate_csv', 'RunLogCallback',
            'CheckpointCallback', 'SampleCallback', 'data_split', 'prepare_gan', 'train']
 
@@ -59,34 +60,6 @@ def make_optimisers(gan:Fundus2VideoGAN, cfg:TrainConfig) -> dict:
     nets = dict(G=gan.G, D=gan.D, head=gan.head)
     kw = adam_kernel(cfg.optimiser, next(gan.parameters()).device)
     return {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), **kw) for k, m in nets.items() if m is not None}
-
-# %% ../nbs/08_train.ipynb #c13dba74
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-
-def world_size() -> int: return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-def rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-def init_distributed(device:torch.device) -> torch.device:
-    "Join the process group when launched by torchrun (WORLD_SIZE > 1); the device of this process."
-    if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or dist.is_initialized(): return device
-    if device.type == 'cuda':
-        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))); torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    return device
-
-def data_parallel(module:nn.Module, device:torch.device, find_unused=False) -> nn.Module:
-    "`module` in `DistributedDataParallel` when several processes train (gradients averaged in backward), else itself."
-    if world_size() == 1: return module
-    ids = [device.index] if device.type == 'cuda' else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
-
-def distributed_loader(dl, seed:int):
-    "The training loader with a `DistributedSampler`: this process's share of the videos, shuffled per epoch."
-    from torch.utils.data import DataLoader, DistributedSampler
-    sampler = DistributedSampler(dl.dataset, world_size(), rank(), shuffle=True, seed=seed)
-    return DataLoader(dl.dataset, dl.batch_size, sampler=sampler, collate_fn=dl.collate_fn,
-                      num_workers=dl.num_workers, persistent_workers=dl.num_workers > 0)
 
 # %% ../nbs/08_train.ipynb #e4f7b933
 class Diverged(RuntimeError):
@@ -433,9 +406,14 @@ def train(data_dir,                 # data folder with manifest.csv (e.g. from `
          ) -> WindowLearner:
     "Train (or continue training) a Fundus2Video model; returns the fastai learner."
     tune_allocator()
+    joined = not (dist.is_available() and dist.is_initialized())
     run_dir, device = Path(run_dir), init_distributed(pick_device(device))
-    with run_lock(run_dir):                                       # one training process per run folder (rank 0 under torchrun)
-        return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
+    joined = joined and world_size() > 1                          # this call started the process group
+    try:
+        with run_lock(run_dir):                                   # one training process per run folder (rank 0 under torchrun)
+            return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
+    finally:   # leave the group we joined: a gloo group left to the interpreter's exit can abort ('terminate called')
+        if joined: dist.destroy_process_group()
 
 def _train(data_dir, run_dir:Path, cfg, device, resume, epochs, show_graph, progress) -> WindowLearner:
     if resume: ck_path, ck, cfg = _resume_point(run_dir, epochs, progress)

@@ -278,7 +278,7 @@ def test_what_must_keep_working(ws, tmp_path):
 
 def test_ctrl_c_during_training_is_one_line(ws, tmp_path):
     "Ctrl-C: status 130 and one line that says where the run can be resumed from (here: nowhere yet)."
-    p = subprocess.Popen(['fundus2video', 'train', ws/'data', '--out', tmp_path/'run', '--epochs', '1', '--size', '64'],
+    p = subprocess.Popen(['fundus2video', 'train', ws/'data', '--out', tmp_path/'run', '--epochs', '1', '--size', '256'],   # an epoch of seconds
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().startswith('training on')                 # printed just before training starts
     time.sleep(1.5)

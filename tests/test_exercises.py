@@ -19,7 +19,8 @@ def _digest(p): return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
 def test_exercises_exist():
-    assert ROOT/'nbs'/'02_knowledge_mask.ipynb' in NOTEBOOKS, NOTEBOOKS
+    for core in ('02_knowledge_mask', '05_patchnce', '07_rollout', '09_metrics'):   # the knowledge mask, PatchNCE, the rollout, a metric
+        assert ROOT/'nbs'/f'{core}.ipynb' in NOTEBOOKS, f'{core} has no exercises'
     for nb in NOTEBOOKS:
         code = sv.code_exercises(nb)
         assert 2 <= len(code) <= 4, f'{nb.name}: {len(code)} code exercises'
