@@ -226,7 +226,7 @@ def structure_scores(s:Study, fake:np.ndarray) -> dict: # fake: (T,H,W) on 0..25
         out.update(false_leak=false_leakage(np.asarray(fake)[late], s.fov, disc), false_leak_real=false_leakage(s.frames[late], s.fov, disc))
     return out
 
-# %% ../nbs/09_metrics.ipynb #ab9c2da6
+# %% ../nbs/09_metrics.ipynb #aaad02a4
 def _smooth_in(a:np.ndarray, fov:np.ndarray, sigma:float) -> np.ndarray:
     "Gaussian mean of `a` over the FOV only (the black outside does not darken the rim)."
     blur = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
