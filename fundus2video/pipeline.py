@@ -4,6 +4,7 @@
 
 # %% ../nbs/02a_pipeline.ipynb #110213ca
 from __future__ import annotations
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -120,7 +121,9 @@ def study_dataloaders(data_dir,              # a data folder (see `StudySet`)
                       seed=0,                # shuffling and augmentation seed
                      ):
     "fastai `DataLoaders` (train, valid) over the splits of a data folder."
-    from fastai.data.core import DataLoaders
+    with warnings.catch_warnings():              # fastai's import scripts functions with torch.jit, which torch deprecates
+        warnings.filterwarnings('ignore', message='.*torch.jit.script.*is deprecated')
+        from fastai.data.core import DataLoaders
     def dl(split, train):
         paths = StudySet(data_dir, split).paths
         if not paths: raise ValueError(f"{data_dir}: no '{split}' studies (see manifest.csv)")

@@ -12,9 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
-from fastai.learner import Learner
-from fastai.callback.core import Callback, CancelEpochException
-from fastai.optimizer import OptimWrapper
+import warnings
+with warnings.catch_warnings():                  # fastai's import scripts functions with torch.jit, which torch deprecates
+    warnings.filterwarnings('ignore', message='.*torch.jit.script.*is deprecated')
+    from fastai.learner import Learner
+    from fastai.callback.core import Callback, CancelEpochException
+    from fastai.optimizer import OptimWrapper
 from .data import StudySet, write_image, write_text, append_bytes
 from .pipeline import study_dataloaders
 from .generator import Generator

@@ -49,13 +49,16 @@ def test_official_ssim_is_reported_with_official(tmp_path):
     assert official['ssim_official'] != official['ssim'] and official['ssim'] == plain['ssim']
 
 
-def test_files_written_with_retired_fields_still_load():
-    "The shipped demo model was exported when the configs still had the fields that are now retired."
-    raw = torch.load(DEMO_MODEL, map_location='cpu', weights_only=True)['config']
-    assert 'window' in raw['rollout'] and 'gan_mode' in raw['discriminator'] and 'km_in_fov' in raw['pipeline']
+def test_files_written_with_retired_fields_still_load(tmp_path):
+    "A model file exported when the configs still had the fields that are now retired loads, and the fields are dropped."
+    ck = torch.load(DEMO_MODEL, map_location='cpu', weights_only=True)
+    raw = ck['config']
+    raw['rollout']['window'], raw['discriminator']['gan_mode'], raw['pipeline']['km_in_fov'] = 3, 'lsgan', True   # as older files have them
+    torch.save(ck, tmp_path/'old.pt')
     cfg = config_from_dict(RunConfig, raw)
     assert cfg.generator.ngf == raw['generator']['ngf'] and set(RETIRED_FIELDS) == {'RolloutConfig', 'DiscriminatorConfig', 'PipelineConfig'}
-    G = load_generator()[0]
+    assert not hasattr(cfg.rollout, 'window') and not hasattr(cfg.discriminator, 'gan_mode') and not hasattr(cfg.pipeline, 'km_in_fov')
+    G = load_generator(tmp_path/'old.pt')[0]
     assert G(torch.zeros(1, 6, 64, 64)).frames.shape == (1, 3, 64, 64)
 
 
