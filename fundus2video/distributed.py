@@ -4,7 +4,8 @@
 
 # %% ../nbs/08a_distributed.ipynb #c13dba74
 from __future__ import annotations
-import os
+import atexit, os
+from datetime import timedelta
 import torch
 import torch.nn as nn
 import torch.distributed as dist
@@ -19,7 +20,17 @@ def init_distributed(device:torch.device) -> torch.device:
     if device.type == 'cuda':
         device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))); torch.cuda.set_device(device)
     dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    atexit.register(leave_distributed)   # a gloo group left to the interpreter's teardown can abort the process
     return device
+
+def leave_distributed():
+    "Leave the process group if this process is in one: all processes together (at exit, after everything else the program does)."
+    if not (dist.is_available() and dist.is_initialized()): return
+    try:                                 # wait for the others, so that no process tears down its end while a peer still uses it
+        if dist.get_backend() == 'gloo': dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else: dist.barrier()
+    except Exception: pass               # a peer that crashed: leave anyway
+    dist.destroy_process_group()
 
 def data_parallel(module:nn.Module, device:torch.device, find_unused=False) -> nn.Module:
     "`module` in `DistributedDataParallel` when several processes train (gradients averaged in backward), else itself."
@@ -35,4 +46,4 @@ def distributed_loader(dl, seed:int):
                       num_workers=dl.num_workers, persistent_workers=dl.num_workers > 0)
 
 # %% auto #0
-__all__ = ['world_size', 'rank', 'init_distributed', 'data_parallel', 'distributed_loader']
+__all__ = ['world_size', 'rank', 'init_distributed', 'leave_distributed', 'data_parallel', 'distributed_loader']

@@ -409,14 +409,9 @@ def train(data_dir,                 # data folder with manifest.csv (e.g. from `
          ) -> WindowLearner:
     "Train (or continue training) a Fundus2Video model; returns the fastai learner."
     tune_allocator()
-    joined = not (dist.is_available() and dist.is_initialized())
     run_dir, device = Path(run_dir), init_distributed(pick_device(device))
-    joined = joined and world_size() > 1                          # this call started the process group
-    try:
-        with run_lock(run_dir):                                   # one training process per run folder (rank 0 under torchrun)
-            return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
-    finally:   # leave the group we joined: a gloo group left to the interpreter's exit can abort ('terminate called')
-        if joined: dist.destroy_process_group()
+    with run_lock(run_dir):                                       # one training process per run folder (rank 0 under torchrun)
+        return _train(data_dir, run_dir, cfg, device, resume, epochs, show_graph, progress)
 
 def _train(data_dir, run_dir:Path, cfg, device, resume, epochs, show_graph, progress) -> WindowLearner:
     if resume: ck_path, ck, cfg = _resume_point(run_dir, epochs, progress)
