@@ -5,6 +5,7 @@
 # %% ../nbs/13_ablation.ipynb #e8de91a3
 from __future__ import annotations
 import csv, math, shutil, time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -20,19 +21,23 @@ from .discriminator import KnowledgeAwareDiscriminator
 from .losses import LossWeights, generator_objective, discriminator_objective
 from .rollout import window_frames, window_input, generate_video
 from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, apply_lr
-from .runtime import tune_allocator
+from .runtime import tune_allocator, amp_dtype
 from .checkpoint import latest_checkpoint, load_checkpoint, atomic_save
 from .train import train, append_csv, rng_states, set_rng_states, truncate_csv
 from .inference import load_generator
 from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'write_split_phantoms',
-           'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static', 'train_static', 'with_seed',
-           'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to', 'margins', 'teacher_forced_video',
-           'frame_psnr']
+__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'with_cpu_bf16',
+           'write_split_phantoms', 'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static',
+           'train_static', 'with_seed', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to',
+           'margins', 'teacher_forced_video', 'frame_psnr']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
+def with_cpu_bf16(cfg:RunConfig, on=True) -> RunConfig:
+    "`cfg` training with (or without) CPU bf16 autocast."
+    return replace(cfg, train=replace(cfg.train, cpu_bf16=on))
+
 VARIANTS = {
     'full':              lambda cfg: cfg,
     'no_attention':      lambda cfg: ablate(cfg, attention=False),
@@ -41,6 +46,7 @@ VARIANTS = {
     'no_sched_sampling': lambda cfg: ablate(cfg, scheduled_sampling=False),
     'no_knowledge':      lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
     'static_pix2pixhd':  lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
+    'full_fp32':         lambda cfg: with_cpu_bf16(cfg, False),   # the precision check: the full model in float32
 }
 STATIC_VARIANTS = ('static_pix2pixhd',)   # trained by `train_static`, not `train`
 
@@ -98,11 +104,12 @@ def static_losses(G:Generator, D:KnowledgeAwareDiscriminator, cf:torch.Tensor, r
     d = discriminator_objective(fake, real, cf, None, D, w)                     # no KM: the plain pass only
     return fake, d, lambda: generator_objective(GeneratorOutput(fake, None), real, cf, None, D, w)  # no attention, no PatchNCE
 
-def static_step(G, D, opt_G, opt_D, b:dict, w) -> tuple: # b: a training batch (cf, frames)
+def static_step(G, D, opt_G, opt_D, b:dict, w, dtype=None) -> tuple: # b: a training batch (cf, frames); dtype: CPU autocast (None: float32)
     "One D update, then one G update, on a batch of videos; the two losses as floats."
-    _, d, g_terms = static_losses(G, D, b['cf'], b['frames'], w)
+    cast = (lambda: torch.autocast('cpu', dtype)) if dtype is not None else nullcontext
+    with cast(): _, d, g_terms = static_losses(G, D, b['cf'], b['frames'], w)
     opt_D.zero_grad(set_to_none=True); d['total'].backward(); opt_D.step()
-    g = g_terms()['total']                        # after D's step, as the window trainer does
+    with cast(): g = g_terms()['total']           # after D's step, as the window trainer does
     opt_G.zero_grad(set_to_none=True); g.backward(); opt_G.step()
     return d['total'].item(), g.item()
 
@@ -122,12 +129,12 @@ def load_static(run_dir) -> StaticVideo:
     return StaticVideo(G).eval()
 
 # %% ../nbs/13_ablation.ipynb #519cf013
-def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int) -> float:
+def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int, dtype=None) -> float:
     "`repeats` passes over the training loader; the mean generator loss."
     gl = []
     for r in range(repeats):
         dl.dataset.set_epoch(epoch * repeats + r)              # fresh augmentations every pass
-        for b in dl: gl.append(static_step(G, D, *opts, b, w)[1])
+        for b in dl: gl.append(static_step(G, D, *opts, b, w, dtype)[1])
     return float(np.mean(gl))
 
 def _static_resume(run_dir:Path, cfg:RunConfig, G, D, opts, dl) -> int:
@@ -158,7 +165,7 @@ def train_static(data_dir, run_dir,
     opts = [torch.optim.Adam(m.parameters(), lr=t.lr, betas=tuple(t.betas)) for m in (G, D)]
     for epoch in range(_static_resume(run_dir, cfg, G, D, opts, dl), min(t.epochs, stop_after or t.epochs)):
         apply_lr(opts, t, epoch)
-        t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch)
+        t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch, amp_dtype(torch.device('cpu'), t))
         append_csv(run_dir/'history.csv', dict(epoch=epoch + 1, train_loss=gl, seconds=round(time.time() - t0, 1)))
         atomic_save(dict(config=config_dict(cfg), epoch=epoch + 1, G=G.state_dict(), D=D.state_dict(),
                          opts=[o.state_dict() for o in opts], rng=rng_states(dl.generator, torch.Generator())), run_dir/'static_last.pt')
@@ -224,19 +231,20 @@ def run_benchmark(data_dir,           # data folder with train/valid/test splits
                   plan:dict=None,     # variant -> seeds (None: `PLAN`)
                   base:RunConfig=None, # the config every variant starts from (None: `preset('lab')`)
                   progress=True,      # training progress and one line per run
+                  floors=True,        # also score the two floors (once; they do not depend on the seed)
                  ) -> tuple:          # (runs: one row per variant and seed, + the floors; per_video: one row per test video too)
     "Train every planned run (reusing finished ones, resuming interrupted ones), score each on the test split, save the tables."
     base, out_dir = with_epochs(base or preset('lab'), epochs), Path(out_dir)
-    runs, vids, floors = [], [], None
+    runs, vids, scored, want_floors = [], [], None, floors
     for name, seeds in (plan or PLAN).items():
         for seed in seeds:
             G, cfg, minutes = run_variant(name, data_dir, out_dir, base, seed, progress)
-            t0 = time.time(); res = _score(G, cfg, data_dir, baselines=floors is None)
-            floors = floors or res
+            t0 = time.time(); res = _score(G, cfg, data_dir, baselines=want_floors and scored is None)
+            scored = scored or res
             a, v = run_rows(res, name, seed, minutes); runs.append(a); vids += v
             if progress: print(f"{name} seed {seed}: PSNR {a['PSNR']:.2f} dB, trained {minutes:.1f} min, scored in {time.time() - t0:.0f} s", flush=True)
-    for key, label in FLOORS.items():                                  # the same for every seed: scored once
-        a, v = run_rows(dict(aggregate=floors['baselines'][key], videos=floors['baseline_videos'][key]), label, -1, 0.)
+    for key, label in FLOORS.items() if want_floors and scored else ():   # the same for every seed: scored once
+        a, v = run_rows(dict(aggregate=scored['baselines'][key], videos=scored['baseline_videos'][key]), label, -1, 0.)
         runs.append(a); vids += v
     runs, vids = pd.DataFrame(runs), pd.DataFrame(vids)
     out_dir.mkdir(parents=True, exist_ok=True)

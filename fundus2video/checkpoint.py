@@ -4,21 +4,32 @@
 
 # %% ../nbs/07c_checkpoint.ipynb #e3a6595f
 from __future__ import annotations
-import fcntl, json, os, pickle, socket, sys, time, zipfile
+import fcntl, json, os, pickle, signal, socket, sys, threading, time, zipfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 import torch
 from .data import StudyError, atomic_write
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MODEL_FORMAT', 'MODEL_VERSION', 'LOCK_FILE', 'atomic_save',
-           'ModelFileError', 'load_checkpoint', 'latest_checkpoint', 'newest_intact_checkpoint', 'read_model_file',
-           'RunLockError', 'run_lock']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'MODEL_FORMAT', 'MODEL_VERSION', 'LOCK_FILE', 'interrupts_held',
+           'atomic_save', 'ModelFileError', 'load_checkpoint', 'latest_checkpoint', 'newest_intact_checkpoint',
+           'read_model_file', 'RunLockError', 'run_lock']
 
 # %% ../nbs/07c_checkpoint.ipynb #6b53c9c5
+@contextmanager
+def interrupts_held(signals=(signal.SIGINT, signal.SIGTERM)): # the signals to hold back
+    "Hold Ctrl-C and SIGTERM back until the block ends, then deliver them (in the main thread; elsewhere a no-op)."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    got, old = [], {}
+    for s in signals: old[s] = signal.signal(s, lambda sig, frame: got.append(sig))
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)
+        for s in dict.fromkeys(got): signal.raise_signal(s)
+
 def atomic_save(obj, path) -> Path:
     "`torch.save` to a temporary file, fsync, then rename onto `path` (never a half-written file); an OS error names `path`."
-    with atomic_write(path) as f: torch.save(obj, f)
+    with interrupts_held(), atomic_write(path) as f: torch.save(obj, f)
     return Path(path)
 
 # %% ../nbs/07c_checkpoint.ipynb #2edc8764
