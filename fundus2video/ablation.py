@@ -30,8 +30,8 @@ from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 # %% auto #0
 __all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'with_cpu_bf16',
            'write_split_phantoms', 'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static',
-           'train_static', 'with_seed', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary', 'paired_to',
-           'margins', 'teacher_forced_video', 'frame_psnr']
+           'train_static', 'with_seed', 'config_diff', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary',
+           'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
 def with_cpu_bf16(cfg:RunConfig, on=True) -> RunConfig:
@@ -46,7 +46,7 @@ VARIANTS = {
     'no_sched_sampling': lambda cfg: ablate(cfg, scheduled_sampling=False),
     'no_knowledge':      lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
     'static_pix2pixhd':  lambda cfg: ablate(cfg, attention=False, knowledge_aware=False, mask_nce=False),
-    'full_fp32':         lambda cfg: with_cpu_bf16(cfg, False),   # the precision check: the full model in float32
+    'full_bf16':         lambda cfg: with_cpu_bf16(cfg),          # the precision check: the full model with CPU bf16 autocast
 }
 STATIC_VARIANTS = ('static_pix2pixhd',)   # trained by `train_static`, not `train`
 
@@ -185,12 +185,29 @@ def _train_minutes(run_dir:Path) -> float:
     if not fn.exists(): return float('nan')
     with open(fn, newline='') as f: return sum(float(r['seconds']) for r in csv.DictReader(f)) / 60
 
+def config_diff(a:dict, b:dict, prefix='') -> list: # dotted names, e.g. ['train.cpu_bf16']
+    "The fields where two config dicts (`config_dict`) differ."
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict): out += config_diff(x, y, f'{prefix}{k}.')
+        elif x != y: out.append(f'{prefix}{k}')
+    return out
+
+def _same_config(run_dir:Path, saved:dict|None, cfg:RunConfig) -> bool:
+    "Whether a run folder's saved config is `cfg`; a folder holding another config's run is an error, never deleted."
+    if saved is None: return False
+    diff = config_diff(saved, config_dict(cfg))
+    if diff: raise ValueError(f"{run_dir}: holds a run of another config ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''} "
+                              f"differ{'s' * (len(diff) == 1)}); move it away or choose another out_dir (the benchmark never deletes a trained run)")
+    return True
+
 def _train_window_model(data_dir, run_dir:Path, cfg:RunConfig, progress) -> Path:
     "Train (or resume, or skip) a window-model run; the path of its final checkpoint."
     last, final = latest_checkpoint(run_dir), run_dir/'checkpoints'/f'epoch_{cfg.train.epochs:04d}.pt'
     ck = load_checkpoint(last) if last else None
-    same = ck is not None and ck['config'] == config_dict(cfg)
-    if not same and run_dir.exists(): shutil.rmtree(run_dir)        # a run of another config: start afresh
+    same = _same_config(run_dir, ck and ck['config'], cfg)
+    if not same and run_dir.exists(): shutil.rmtree(run_dir)        # a run that never finished an epoch: nothing to keep
     if not (same and ck['epoch'] >= cfg.train.epochs):
         train(data_dir, run_dir, None if same else cfg, device='cpu', resume=same, progress=progress)
     return final
@@ -199,7 +216,10 @@ def run_variant(name:str, data_dir, out_dir, base:RunConfig, seed:int=0, progres
     "Train (or reuse, or resume) variant `name` of `base` with `seed` into out_dir/name/seed_S: (G in eval mode, RunConfig, minutes)."
     if name not in VARIANTS: raise ValueError(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
     run_dir, cfg = Path(out_dir)/name/f'seed_{seed}', with_seed(VARIANTS[name](base), seed)
-    if name in STATIC_VARIANTS: G = train_static(data_dir, run_dir, with_seed(base, seed), progress=progress)
+    if name in STATIC_VARIANTS:
+        for f in ('static.pt', 'static_last.pt'):
+            if (run_dir/f).exists(): _same_config(run_dir, torch.load(run_dir/f, map_location='cpu', weights_only=True)['config'], with_seed(base, seed))
+        G = train_static(data_dir, run_dir, with_seed(base, seed), progress=progress)
     else: G = load_generator(_train_window_model(data_dir, run_dir, cfg, progress))[0]
     return G.eval(), cfg, _train_minutes(run_dir)
 
@@ -219,7 +239,7 @@ def run_rows(res:dict, variant:str, seed, minutes:float) -> tuple:
     return agg, vids
 
 # %% ../nbs/13_ablation.ipynb #d3286c81
-PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1, 2),
+PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1, 2), 'full_bf16': (0, 1, 2),
         'no_attention': (0,), 'no_knowledge_D': (0,), 'no_mask_nce': (0,), 'no_sched_sampling': (0,)}   # variant: seeds
 
 def _score(G, cfg, data_dir, baselines:bool) -> dict:
@@ -234,7 +254,7 @@ def run_benchmark(data_dir,           # data folder with train/valid/test splits
                   floors=True,        # also score the two floors (once; they do not depend on the seed)
                  ) -> tuple:          # (runs: one row per variant and seed, + the floors; per_video: one row per test video too)
     "Train every planned run (reusing finished ones, resuming interrupted ones), score each on the test split, save the tables."
-    base, out_dir = with_epochs(base or preset('lab'), epochs), Path(out_dir)
+    base, out_dir = with_epochs(base or preset('lab'), epochs, ss=True), Path(out_dir)   # the whole curriculum, scaled
     runs, vids, scored, want_floors = [], [], None, floors
     for name, seeds in (plan or PLAN).items():
         for seed in seeds:

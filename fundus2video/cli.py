@@ -87,7 +87,7 @@ def cmd_phantom(args):
 # %% ../nbs/90_cli.ipynb #e5297c01
 def add_mask(sub):
     p = sub.add_parser('mask', help='compute knowledge masks (where fluorescence changes, early vs late)',
-                       description='Knowledge mask |first frame - last frame| > threshold (the Fundus2Video rule). '
+                       description='Knowledge mask |first venous frame - last frame| > threshold (the Fundus2Video rule). '
                                    'STUDY_DIR: one study -> mask PNG (and --overlay). A data folder -> a contact sheet PNG.')
     p.add_argument('path', type=Path, metavar='STUDY_DIR', help='a study folder, or a data folder of studies')
     p.add_argument('-o', '--out', type=Path, required=True, help='output image (the mask, or the sheet for a data folder), e.g. km.png')
@@ -130,7 +130,7 @@ ABLATIONS = dict(attention='knowledge-boosted attention', knowledge_aware='the k
 
 def add_train(sub):
     p = sub.add_parser('train', help='train a model on a data folder (presets: tiny and lab on a CPU, paper on a GPU)',
-                       description='Train Fundus2Video: per-window discriminator and generator updates, checkpoints after '
+                       description='Train Fundus2Video: per-window generator and discriminator updates, checkpoints after '
                                    'every epoch in RUN_DIR/checkpoints, logs (history.csv, steps.csv) and frame strips (samples/).')
     p.add_argument('data_dir', type=Path, metavar='DATA_DIR', help='data folder with manifest.csv (e.g. from `fundus2video phantom`)')
     p.add_argument('--out', type=Path, required=True, metavar='RUN_DIR', help='run folder for checkpoints, logs and samples')

@@ -88,7 +88,7 @@ def preset(name='tiny') -> RunConfig:
                      train=TrainConfig(epochs_constant=20, epochs_decay=20, lr=1e-3))
 
 def _lab() -> RunConfig:
-    "The lab preset: 12-frame videos at 128 px that a two-core CPU trains in about an hour (see the training chapter)."
+    "The lab preset: 12-frame videos at 128 px that a two-core CPU trains in about an hour (measured in this chapter)."
     return RunConfig(pipeline=PipelineConfig(size=128, per_phase=4),
                      generator=GeneratorConfig(ngf=24, n_down=2, n_blocks=4, norm='none', attention_hidden=16),
                      discriminator=DiscriminatorConfig(ndf=32, n_layers=3),
@@ -107,11 +107,17 @@ def ablate(cfg:RunConfig, attention=True, knowledge_aware=True, mask_nce=True, s
     if not perceptual: w = replace(w, vgg=0.0)
     return replace(cfg, generator=g, discriminator=d, patchnce=p, losses=w, rollout=r)
 
-def with_epochs(cfg:RunConfig, epochs:int) -> RunConfig:
+def with_epochs(cfg:RunConfig, epochs:int,
+                ss:bool=False, # also stretch the scheduled-sampling ramp (counted in videos) by epochs / cfg's epochs
+               ) -> RunConfig:
     "`cfg` trained for `epochs` in all, split between constant and decay in the preset's proportion."
-    t = cfg.train
+    t, r = cfg.train, cfg.rollout
     const = round(epochs * t.epochs_constant / max(1, t.epochs))
-    return replace(cfg, train=replace(t, epochs_constant=const, epochs_decay=epochs - const))
+    out = replace(cfg, train=replace(t, epochs_constant=const, epochs_decay=epochs - const))
+    if not ss: return out
+    f = epochs / max(1, t.epochs)
+    return replace(out, rollout=replace(r, ss_videos_per_step=max(1, round(r.ss_videos_per_step * f)),
+                                        ss_full_after=max(1, round(r.ss_full_after * f))))
 
 # %% ../nbs/07a_configs.ipynb #9f0d8811
 def lr_factor(epoch:int, # 0-based epoch

@@ -588,13 +588,14 @@ SUMMARY_ROWS = (('psnr', 'PSNR dB', 1), ('psnr_official', 'PSNR dB (official)', 
                 ('vessel_dice', 'vessel agreement', 1), ('vessel_dice_real', '  (real video)', 1),
                 ('false_leak', 'false leakage', -1))   # key, label, +1 higher is better / -1 lower
 
-def _fmt(v): return '-' if v is None else f'{v:.4g}'
+def _fmt(v): return '-' if v is None else f'{0 if abs(v) < 1e-9 else v:.4g}'   # (rounding noise such as 6e-15 reads 0)
 
 def print_summary(result:dict):
     "Print a short table of the main scores, model vs baselines (arrows: which direction is better)."
     cols = {'model': result['aggregate'], **result.get('baselines', {})}
     keys = [r for r in SUMMARY_ROWS if any(r[0] in c for c in cols.values())]
-    print(f"{result['config']['split']} split, {result['aggregate']['n_videos']} videos")
+    n = result['aggregate']['n_videos']
+    print(f"{result['config']['split']} split, {n} video{'s' * (n != 1)}")
     print(f"{'':24}" + ''.join(f'{k:>16}' for k in cols))
     for k, label, sign in keys:
         print(f"{label + (' ↑' if sign > 0 else ' ↓'):24}" + ''.join(f'{_fmt(c.get(k)):>16}' for c in cols.values()))

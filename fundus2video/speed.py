@@ -284,7 +284,7 @@ def run_bench(sizes=(128, 256, 512),  # training sizes (px)
     n = 1024 if quick else 4096
     res = dict(environment=environment(device), quick=quick, isolated=isolate, vgg=vgg_path is not None)
     c0 = run('ceilings', n=n, device=device)
-    say(f"ceilings: matmul {c0['matmul_gflops']:.0f} GFLOP/s, 1x1 convolution {c0['conv1x1_gflops']:.0f} GFLOP/s")
+    say(f"ceilings before the runs: matmul {c0['matmul_gflops']:.0f} GFLOP/s, 1x1 convolution {c0['conv1x1_gflops']:.0f} GFLOP/s (measured again after them; the higher is kept)")
     res['training'] = _training_part(run, sizes, windows, device, quick, vgg_path, say)
     if reference:
         res['reference'] = _reference_part(run, res['training'], windows, device, quick, vgg_path, say)
@@ -307,8 +307,8 @@ def print_bench(res:dict):
     "The benchmark's figures as a few small tables."
     e, c = res['environment'], res['ceilings']
     print(f"{e['device_name']} ({e['device']}), {e['threads']} threads, {e['dtype']}; torch {e['torch']}, python {e['python']}, {e['time']}")
-    print(f"ceilings: matmul {c['matmul_gflops']:.0f} GFLOP/s, 1x1 conv (oneDNN) {c['conv1x1_gflops']:.0f} GFLOP/s")
-    print("\ntraining (one window = a D and a G update)\n  size   s/window   s/video          peak GiB   minor faults/window   GFLOP/window   GFLOP/s  of conv ceiling")
+    print(f"ceilings (best of before and after the runs): matmul {c['matmul_gflops']:.0f} GFLOP/s, 1x1 conv (oneDNN) {c['conv1x1_gflops']:.0f} GFLOP/s")
+    print("\ntraining (one window = a G and a D update)\n  size   s/window   s/video          peak GiB   minor faults/window   GFLOP/window   GFLOP/s  of conv ceiling")
     for r in res['training']:
         v = f"{r['video_s']:.1f}" + (' (x12 extr.)' if r['extrapolated'] else '')
         f = f"{r['faults_per_window'] / 1e3:,.0f} k" if 'faults_per_window' in r else '-'

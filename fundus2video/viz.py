@@ -16,7 +16,8 @@ from .knowledge_mask import overlay
 
 # %% auto #0
 __all__ = ['REGION_COLOURS', 'video_frames', 'cf_image', 'mask_image', 'panel_frame', 'frame_label', 'png_bytes', 'video_player',
-           'animate', 'video_html', 'strip_image', 'show_strip', 'read_run_logs', 'plot_losses', 'plot_time_intensity']
+           'animate', 'video_html', 'strip_image', 'show_strip', 'read_run_logs', 'plot_losses', 'shipped_results',
+           'plot_time_intensity']
 
 # %% ../nbs/11_viz.ipynb #4acb567d
 def _drop_batch(a:np.ndarray, ndim:int) -> np.ndarray:
@@ -237,6 +238,15 @@ def plot_losses(run,       # run folder (with steps.csv / history.csv), or (step
         else: _plot_terms(ax, steps, *p[:1], smooth, p[1])
     fig.tight_layout()
     return fig
+
+# %% ../nbs/11_viz.ipynb #fd83fa74
+def shipped_results(name:str, # a shipped result: 'lab' (the demo model's run), 'benchmark' (the ablation runs)
+                   ) -> Path:  # its folder, docs/results/NAME
+    "The folder of a result shipped in the repository, found from the working directory or from the package's checkout."
+    import fundus2video
+    for p in (Path.cwd(), *Path.cwd().parents, Path(fundus2video.__file__).resolve().parents[1]):
+        if (p/'docs'/'results'/name).is_dir(): return p/'docs'/'results'/name
+    raise FileNotFoundError(f"docs/results/{name}: not found from {Path.cwd()} or the package; it ships in the repository, not with pip")
 
 # %% ../nbs/11_viz.ipynb #9d0eddc7
 REGION_COLOURS = {'artery': 'tab:red', 'vein': 'tab:blue', 'leakage': 'tab:cyan', 'background': 'tab:gray',
