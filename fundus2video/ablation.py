@@ -314,7 +314,8 @@ def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
             if not (np.isfinite(mean) and np.isfinite(ref)): continue
             margin = (mean - ref) if c in HIGHER_IS_BETTER else (ref - mean)   # > 0: the model is better
             rows.append({'against': opp, 'score': c, 'model': mean, 'seed SD': sd, 'opponent': ref, 'margin': margin,
-                         'margin / SD': margin / sd if sd > 0 else float('inf'), f'> {k:g} SD': bool(margin > k * sd)})
+                         'margin / SD': margin / sd if sd > 0 else float('inf') if sd == 0 else float('nan'),   # NaN: one seed, no spread yet
+                         f'> {k:g} SD': bool(margin > k * sd)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/13_ablation.ipynb #1b2a90f8

@@ -239,7 +239,7 @@ def plot_losses(run,       # run folder (with steps.csv / history.csv), or (step
     fig.tight_layout()
     return fig
 
-# %% ../nbs/11_viz.ipynb #fd83fa74
+# %% ../nbs/11_viz.ipynb #07188e64
 def shipped_results(name:str, # a shipped result: 'lab' (the demo model's run), 'benchmark' (the ablation runs)
                    ) -> Path:  # its folder, docs/results/NAME
     "The folder of a result shipped in the repository, found from the working directory or from the package's checkout."
