@@ -33,7 +33,7 @@ class TrainConfig:
     cpu_bf16: bool = False        # CPU: bf16 autocast (~2x faster convolutions on CPUs with AVX512-BF16 or AMX; not float32's numbers)
     compile: bool = False         # torch.compile G's and D's forward (worth it on a GPU for long runs; slow first steps)
     optimiser: str = 'auto'       # Adam kernel: 'auto' (fused where the device has it), 'fused', 'foreach' or 'loop'
-    cache_cf_keys: bool = False   # PatchNCE: encode the CF keys once per video instead of every window (not exact: see below)
+    cache_cf_keys: bool = False   # PatchNCE: encode the CF keys once per video instead of every window (not exact: see the training chapter)
     keep_last: int = 2            # epoch checkpoints kept (plus best.pt)
     vgg_path: str | None = None   # VGG19 weights for the perceptual loss (None: look in the usual places)
 
