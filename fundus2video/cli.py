@@ -184,9 +184,9 @@ def cmd_train(args):
         if not args.resume and latest_checkpoint(args.out) is not None:
             raise StudyError(f"{args.out} already holds checkpoints: add --resume to continue, or choose another --out")
         cfg = _run_config(args)
-        if cfg.train.cpu_bf16 and not args.resume:
-            print('CPU bf16 autocast' + (' (--cpu-bf16)' if args.cpu_bf16 else ': this CPU has native bf16; --fp32 trains in float32'), flush=True)
         print(f"training on {args.data_dir}; writing to {args.out}: checkpoints/, history.csv, steps.csv, samples/", flush=True)
+        if cfg.train.cpu_bf16 and not args.resume:
+            print('in CPU bf16 autocast' + (' (--cpu-bf16)' if args.cpu_bf16 else ': this CPU has native bf16; --fp32 trains in float32'), flush=True)
         t0 = time.time()
         try: learn = train(args.data_dir, args.out, None if args.resume else cfg, device=args.device, resume=args.resume,
                            epochs=args.epochs if args.resume else None, progress=True if sys.stdout.isatty() else 'lines')
