@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
+import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,10 +29,11 @@ from .inference import load_generator
 from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 
 # %% auto #0
-__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'with_cpu_bf16',
+__all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'DECIMALS', 'with_cpu_bf16',
            'write_split_phantoms', 'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static',
            'train_static', 'with_seed', 'config_diff', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary',
-           'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr']
+           'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr', 'read_runs', 'mean_sd', 'plot_seeds',
+           'plot_frame_psnr']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
 def with_cpu_bf16(cfg:RunConfig, on=True) -> RunConfig:
@@ -303,6 +305,7 @@ def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
             model='full',        # the variant whose seeds give the mean and the spread
             against=None,        # variants or floors to beat (None: the floors)
             k=3.,                # a margin counts when it exceeds k times the model's seed-to-seed SD
+            sd:pd.Series=None,   # score -> seed SD to use instead of the model's own (a single run's, from another schedule)
            ) -> pd.DataFrame:    # one row per (opponent, score): model mean, SD, opponent, margin, margin/SD, holds
     "Does `model` beat each opponent on each score by more than `k` times its seed-to-seed spread?"
     m = runs[runs.variant == model]
@@ -310,12 +313,12 @@ def margins(runs:pd.DataFrame,   # `run_benchmark`'s runs table
     for opp in against or list(FLOORS.values()):
         o = runs[runs.variant == opp]
         for c in [c for c in COLUMNS.values() if c in runs and c != 'false leakage']:
-            mean, sd, ref = m[c].mean(), m[c].std(ddof=1), o[c].mean()
+            mean, sd_c, ref = m[c].mean(), m[c].std(ddof=1) if sd is None else sd.get(c, float('nan')), o[c].mean()
             if not (np.isfinite(mean) and np.isfinite(ref)): continue
             margin = (mean - ref) if c in HIGHER_IS_BETTER else (ref - mean)   # > 0: the model is better
-            rows.append({'against': opp, 'score': c, 'model': mean, 'seed SD': sd, 'opponent': ref, 'margin': margin,
-                         'margin / SD': margin / sd if sd > 0 else float('inf') if sd == 0 else float('nan'),   # NaN: one seed, no spread yet
-                         f'> {k:g} SD': bool(margin > k * sd)})
+            rows.append({'against': opp, 'score': c, 'model': mean, 'seed SD': sd_c, 'opponent': ref, 'margin': margin,
+                         'margin / SD': margin / sd_c if sd_c > 0 else float('inf') if sd_c == 0 else float('nan'),   # NaN: one seed, no spread yet
+                         f'> {k:g} SD': bool(margin > k * sd_c)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/13_ablation.ipynb #1b2a90f8
@@ -342,3 +345,70 @@ def frame_psnr(studies:list,   # prepared evaluation studies (`eval_study`)
         rows[name] = list(p.mean(0)) + [p.mean()]
     cols = [f'{t} {studies[0].phases[t][:3]}' for t in range(studies[0].n_frames)] + ['mean']
     return pd.DataFrame.from_dict(rows, orient='index', columns=cols)
+
+# %% ../nbs/13_ablation.ipynb #9c179c5e
+def read_runs(folder,             # a benchmark folder with runs.csv and per_video.csv (`run_benchmark`'s, or a shipped one)
+              label:str=None,     # appended to each window model's variant name: 'full' -> 'full (LABEL)'
+             ) -> tuple:          # (runs, per_video) DataFrames
+    "A benchmark's two tables; with `label`, the window models renamed after their protocol (the floors and the static baseline keep their names)."
+    r, v = pd.read_csv(Path(folder)/'runs.csv'), pd.read_csv(Path(folder)/'per_video.csv')
+    if label:
+        name = lambda x: x if x in FLOORS.values() or x in STATIC_VARIANTS else f'{x} ({label})'
+        r['variant'], v['variant'] = r.variant.map(name), v.variant.map(name)
+    return r, v
+
+DECIMALS = {'PSNR': 2, 'SSIM': 3, 'PSNR in KM': 2, 'SSIM in KM': 3, 'vessel agreement': 3, 'TIC error': 1,
+            'arrival error': 2, 'leakage-area error': 3, 'false leakage': 4}
+
+def mean_sd(summary:pd.DataFrame, # `seed_summary`'s table
+           ) -> pd.DataFrame:     # one text column per score ('mean ± SD'), and the number of seeds
+    "`seed_summary` as text, 'mean ± SD over seeds' per score (floors and single-seed runs: the mean alone)."
+    out = pd.DataFrame(index=summary.index)
+    for c, d in DECIMALS.items():
+        if (c, 'mean') not in summary: continue
+        out[c] = [f'{m:.{d}f}' + ('' if np.isnan(s) else f' ± {s:.{d}f}') for m, s in zip(summary[(c, 'mean')], summary[(c, 'sd')])]
+    out['seeds'] = [0 if v in FLOORS.values() else n for v, n in zip(summary.index, summary[('seeds', 'n')])]
+    return out
+
+
+# %% ../nbs/13_ablation.ipynb #15ed784f
+def plot_seeds(runs:pd.DataFrame, # runs table (`read_runs`, `run_benchmark`)
+               variants:list,     # the variants to draw, in order
+               scores:list,       # one panel per score: column names of `runs`
+               refs:dict=None,    # more reference lines: {label: {score: value}}
+               short=True,        # leave a ' (label)' suffix off the axis's variant names
+              ):
+    "One panel per score: each seed a dot, the mean a bar; the floors and `refs` as lines, where they fall near the panel's range."
+    fig, axs = plt.subplots(1, len(scores), figsize=(2.6 * len(scores), 3.4), squeeze=False)
+    lines = {f: runs[runs.variant == f].iloc[0] for f in FLOORS.values() if f in set(runs.variant)} | (refs or {})
+    handles = {}
+    for ax, c in zip(axs[0], scores):
+        for i, v in enumerate(variants):
+            y = runs[runs.variant == v][c].to_numpy()
+            ax.plot(np.full(len(y), i), y, 'o', ms=5, alpha=0.7, color=f'C{i}'); ax.hlines(y.mean(), i - 0.3, i + 0.3, color=f'C{i}')
+        lo, hi = ax.get_ylim()
+        for (label, vals), ls in zip(lines.items(), ('--', ':', '-.')):
+            if lo - (hi - lo) <= vals[c] <= hi + (hi - lo): handles[label] = ax.axhline(vals[c], ls=ls, color='grey' if ls != '-.' else 'k', label=label)
+        ax.set_xticks(range(len(variants))); ax.set_xticklabels([v.split(' (')[0] if short else v for v in variants], rotation=30, ha='right', fontsize=8)
+        ax.set_title(c + (' (lower is better)' if c not in HIGHER_IS_BETTER else ''), fontsize=9); ax.grid(alpha=0.3, axis='y')
+    fig.legend(handles.values(), handles.keys(), loc='upper center', ncol=len(handles), fontsize=8, frameon=False)
+    plt.tight_layout(rect=(0, 0, 1, 0.9)); return fig
+
+
+# %% ../nbs/13_ablation.ipynb #4d001ec8
+def plot_frame_psnr(fp:pd.DataFrame, # `frame_psnr` rows indexed (variant, seed, feed): a column per frame, then 'mean'
+                    title:str,
+                    ylim=(15, 31),   # dB; frame 0 (before the dye) usually lies above it
+                   ):
+    "PSNR per frame index: the mean over seeds of each (variant, feed), a band from the seeds' lowest to highest; teacher-forced dashed."
+    cols = [c for c in fp.columns if c != 'mean']
+    fig, ax = plt.subplots(figsize=(7.5, 3.2)); x = range(len(cols))
+    for i, ((v, f), g) in enumerate(fp.groupby(level=['variant', 'feed'], sort=False)):
+        y = g[cols].to_numpy(float); n = len(g)
+        label = v if v in FLOORS.values() else f"{v}, {f}" + (f' ({n} seeds)' if n > 1 else '')
+        ax.plot(x, y.mean(0), marker='o', ms=3, ls='--' if f == 'teacher-forced' else '-', color=f'C{i}', label=label)
+        if n > 1: ax.fill_between(x, y.min(0), y.max(0), color=f'C{i}', alpha=0.15)
+    ax.set(xticks=list(x), ylim=ylim, ylabel='PSNR, dB (test eyes)', title=title)
+    ax.set_xticklabels(cols, fontsize=7); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    return fig
+
