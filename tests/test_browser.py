@@ -223,7 +223,9 @@ def test_player_chapter_runs_and_the_slider_moves_the_frame(lab, browser):
     page.mouse.down()
     page.mouse.move(track['x'] + 0.75 * track['width'], hb['y'] + hb['height'] / 2, steps=8)
     page.mouse.up()
-    page.wait_for_function('([l, t]) => l.innerText !== t', arg=[label.element_handle(), text0])
+    # a drag sends several values: wait for the label of the handle's final one (an earlier one may arrive first on a busy machine)
+    page.wait_for_function('([l, h]) => +h.getAttribute("aria-valuenow") > 0 && l.innerText.startsWith(`frame ${Math.round(+h.getAttribute("aria-valuenow")) + 1}/`)',
+                           arg=[label.element_handle(), handle.element_handle()])
     page.wait_for_function('([i, s]) => i.getAttribute("src") !== s && i.complete', arg=[img.element_handle(), src0])
     text1, value = label.inner_text(), int(float(handle.get_attribute('aria-valuenow')))
     assert value > 0 and text1.startswith(f'frame {value + 1}/12'), (value, text1)
