@@ -147,6 +147,7 @@ class LossWeights:
     nce: float = 1.0          # G: mask-enhanced PatchNCE (times PatchNCEConfig.lambda_nce)
     att: float = 1.0          # G: knowledge-boosted attention vs the KM (ours)
     l1: float = 0.0           # G: pixel L1 to the real window (pix2pix's term; not in the official code: off)
+    l1_frames: str = 'window' # L1 over a window's frames: 'window' (their plain mean) or 'coverage' (each frame weighted by how few windows train it; see below)
     d_plain: float = 0.5      # D: weight of (real + fake), plain pass
     d_km: float = 0.5         # D: weight of (real + fake), masked pass
     gv_patch: int = 12        # gradient-variance patch side
@@ -155,7 +156,8 @@ class LossWeights:
     gan_reduce: str = 'sum'   # over D scales: 'sum' (official) or 'mean'
 
     def __post_init__(self):
-        for k, ok in (('gv_mode', ('grey', 'channel')), ('gan_mode', ('lsgan', 'hinge')), ('gan_reduce', ('sum', 'mean'))):
+        for k, ok in (('gv_mode', ('grey', 'channel')), ('gan_mode', ('lsgan', 'hinge')), ('gan_reduce', ('sum', 'mean')),
+                      ('l1_frames', ('window', 'coverage'))):
             if getattr(self, k) not in ok: raise ValueError(f"{k} must be one of {ok}, not {getattr(self, k)!r}")
 
 def weighted_total(terms:dict,   # name -> unweighted scalar loss (None: not computed)
@@ -175,6 +177,7 @@ def adversarial_and_pixel_terms(o,                 # `DiscriminatorOutputs` of D
                                 fake:torch.Tensor, # (B,3,H,W) generated window, with its graph
                                 real:torch.Tensor, # (B,3,H,W) real window in [-1,1]
                                 w:LossWeights, vgg:VGGPerceptualLoss=None,
+                                l1_w:torch.Tensor=None, # (B,3) weight of each frame of each window in the L1 term (None: 1 each)
                                ) -> dict:          # gan, fm, gv, and gan_km, fm_km, vgg, l1 where they apply (unweighted)
     "The generator's terms that need only D's outputs and the two windows (everything but PatchNCE and attention)."
     t = dict(gan=gan_loss(o.fake, True, w.gan_mode, False, w.gan_reduce), fm=feature_matching_loss(o.fake, o.real),
@@ -183,7 +186,9 @@ def adversarial_and_pixel_terms(o,                 # `DiscriminatorOutputs` of D
         t['gan_km'] = gan_loss(o.fake_km, True, w.gan_mode, False, w.gan_reduce)
         t['fm_km'] = feature_matching_loss(o.fake_km, o.real_km) if w.fm_km else None
     if vgg is not None and w.vgg: t['vgg'] = vgg(fake, real)
-    if w.l1: t['l1'] = F.l1_loss(fake.float(), real.float())
+    if w.l1:
+        err = (fake.float() - real.float()).abs()
+        t['l1'] = err.mean() if l1_w is None else (err.mean((-2, -1)) * l1_w.to(err)).mean()
     return t
 
 def generator_objective(out:GeneratorOutput,      # the generator's output for this window (frames (B,3,H,W), attention)
@@ -196,11 +201,12 @@ def generator_objective(out:GeneratorOutput,      # the generator's output for t
                         nce_head:PatchSampleMLP=None, nce_cfg:PatchNCEConfig=None,
                         vgg:VGGPerceptualLoss=None,
                         nce_src_feats:list=None,   # the CF's PatchNCE key features, if computed once per video
+                        l1_w:torch.Tensor=None,    # (B,3) per-frame weights of the L1 term (see `l1_slot_weights`)
                        ) -> dict:                  # named scalar terms and their weighted 'total'
     "The generator's loss terms for one window; D is frozen, and the passes that need no graph run without one."
     fake = out.frames
     o = D.discriminate_fake(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km, real_km=bool(w.fm_km))
-    t = adversarial_and_pixel_terms(o, fake, real, w, vgg)
+    t = adversarial_and_pixel_terms(o, fake, real, w, vgg, l1_w)
     if nce_head is not None and w.nce:
         t['nce'] = patchnce_loss(encode, nce_head, cf, fake, real, nce_cfg, km, src_feats=nce_src_feats)['nce']
     if out.attention is not None and km is not None: t['att'] = attention_loss(out.attention, km)

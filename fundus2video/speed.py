@@ -29,11 +29,11 @@ __all__ = ['OFFICIAL', 'OFFICIAL_VIDEO_S', 'reference_generator_objective', 'Ref
            'bench_targets']
 
 # %% ../nbs/12_speed.ipynb #22fa019a
-def reference_generator_objective(out:GeneratorOutput, real, cf, km, D, w:LossWeights, encode, nce_head, nce_cfg, vgg=None) -> dict:
+def reference_generator_objective(out:GeneratorOutput, real, cf, km, D, w:LossWeights, encode, nce_head, nce_cfg, vgg=None, l1_w=None) -> dict:
     "`generator_objective` written the straightforward way: every D pass with autograd, one encoder pass per PatchNCE image."
     fake = out.frames
     with frozen(D): o = D.discriminate(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km)   # all passes with autograd
-    t = adversarial_and_pixel_terms(o, fake, real, w, vgg)          # the same formulas: only how `o` and NCE are computed differ
+    t = adversarial_and_pixel_terms(o, fake, real, w, vgg, l1_w)    # the same formulas: only how `o` and NCE are computed differ
     if nce_head is not None and w.nce:
         q = encode(nce_inputs(fake, nce_cfg, km), nce_cfg.layers)
         terms = [nce_term(encode, nce_head, nce_inputs(x, nce_cfg, km), q, nce_cfg, km) for x in ([cf, real] if nce_cfg.identity else [cf])]
@@ -48,11 +48,11 @@ class ReferenceStepper(WindowStepper):
         super().__init__(gan, device, vgg)
         self.opts = make_optimisers(gan, replace(self.cfg.train, optimiser='loop'))
 
-    def train_window(self, x, real, cf, km, nce_src_feats=None, weight=1.0) -> tuple: # (fake (B,3,H,W) detached, dict of floats)
+    def train_window(self, x, real, cf, km, nce_src_feats=None, weight=1.0, l1_w=None) -> tuple: # (fake (B,3,H,W) detached, dict of floats)
         gan, w = self.gan, self.cfg.losses
         with self.autocast():
             out = gan.G(x)                                   # G's step first, then D's, both on D as it was (as WindowStepper)
-            g = reference_generator_objective(out, real, cf, km, gan.D, w, gan.G.encode, gan.head, gan.nce_cfg, self.vgg)
+            g = reference_generator_objective(out, real, cf, km, gan.D, w, gan.G.encode, gan.head, gan.nce_cfg, self.vgg, l1_w)
         check_finite(g, 'reference, generator'); self._backward_step(g['total'] * weight, self.g_names)
         with self.autocast(): d = discriminator_objective(out.frames, real, cf, km, gan.D, w)
         check_finite(d, 'reference, discriminator'); self._backward_step(d['total'] * weight, ['D'])

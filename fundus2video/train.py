@@ -24,7 +24,7 @@ from .generator import Generator
 from .discriminator import KnowledgeAwareDiscriminator
 from .patchnce import PatchSampleMLP, nce_layers, nce_inputs, key_features
 from .losses import generator_objective, discriminator_objective, maybe_vgg_loss
-from .rollout import window_targets, window_input, self_feed_probability, previous_window, generate_video
+from .rollout import window_targets, window_input, self_feed_probability, previous_window, generate_video, l1_slot_weights
 from .configs import RunConfig, TrainConfig, config_dict, config_from_dict, preset, apply_lr
 from .runtime import pick_device, amp_dtype, tune_allocator
 from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelFileError, atomic_save, load_checkpoint,
@@ -101,11 +101,12 @@ class GeneratorStep(nn.Module):
     def forward(self, x:torch.Tensor,                   # (B,6,H,W) CF + previous window in [-1,1]
                 real:torch.Tensor, cf:torch.Tensor, km:torch.Tensor, # (B,3,H,W), (B,3,H,W), (B,1,H,W)
                 nce_src_feats:list=None,                # the CF's PatchNCE key features, if computed once per video
+                l1_w:torch.Tensor=None,                 # (B,3) per-frame weights of the L1 term (None: plain mean)
                ) -> tuple:                              # (fake (B,3,H,W) with its graph, dict of scalar terms and 'total')
         D, vgg = self.frozen_nets
         out = self.G(x)
         return out.frames, generator_objective(out, real, cf, km, D, self.w, encode=self.G.encode, nce_head=self.head,
-                                               nce_cfg=self.nce_cfg, vgg=vgg, nce_src_feats=nce_src_feats)
+                                               nce_cfg=self.nce_cfg, vgg=vgg, nce_src_feats=nce_src_feats, l1_w=l1_w)
 
 class DiscriminatorStep(nn.Module):
     "D's objective for one window in one `forward` (what `DistributedDataParallel` wraps)."
@@ -150,10 +151,11 @@ def train_window(self:WindowStepper, x:torch.Tensor, # (B,6,H,W) CF + previous w
                  real:torch.Tensor, cf:torch.Tensor, km:torch.Tensor, # (B,3,H,W), (B,3,H,W), (B,1,H,W)
                  nce_src_feats:list=None,  # the CF's PatchNCE key features, when computed once per video
                  weight:float=1.0,         # 0: this process only joins the other processes' step (its videos have ended)
+                 l1_w:torch.Tensor=None,   # (B,3) per-frame weights of the L1 term (`l1_slot_weights`; None: plain mean)
                 ) -> tuple:  # (fake (B,3,H,W) detached, dict of detached scalar loss tensors)
     "One G (and PatchNCE head) update, then one D update, for one window; both objectives see D as it was before it."
     where = f'epoch {self.state.epoch} step {self.state.step}'
-    with self.autocast(): fake, g = self.g_step(x, real, cf, km, nce_src_feats)
+    with self.autocast(): fake, g = self.g_step(x, real, cf, km, nce_src_feats, l1_w)
     check_finite(g, f'{where}, generator')
     self._backward_step(g['total'] * weight, self.g_names)
     with self.autocast(): d = self.d_step(fake.detach(), real, cf, km)
@@ -190,6 +192,8 @@ def train_video(self:WindowStepper, b:dict) -> dict:
     p_self = self_feed_probability(self.state.videos_seen, self.cfg.rollout)
     cache = self.cfg.train.cache_cf_keys and self.gan.head is not None and self.cfg.losses.nce
     src_feats = self.cf_key_features(cf, km) if cache else None
+    coverage = self.cfg.losses.l1 and self.cfg.losses.l1_frames == 'coverage'   # per-frame L1 weights (losses chapter)
+    n_frames = lengths.tolist()
     real_prev = fake_prev = None; logs = []
     for k in range(self._n_windows(lengths)):
         prev = previous_window(real_prev, fake_prev, p_self, self.state.rng)
@@ -197,7 +201,9 @@ def train_video(self:WindowStepper, b:dict) -> dict:
         some, every = bool(on.any()), bool(on.all())                                     # none: only under torchrun
         sub = (lambda t: t) if every or not some else (lambda t: t[on])
         feats = None if src_feats is None else [sub(f) for f in src_feats]
-        fake, terms = self.train_window(sub(window_input(cf, prev)), sub(real), sub(cf), sub(km), feats, weight=float(some))
+        l1_w = torch.stack([l1_slot_weights(n, k, real.shape[1]) for n in n_frames]).to(cf.device) if coverage else None
+        fake, terms = self.train_window(sub(window_input(cf, prev)), sub(real), sub(cf), sub(km), feats, weight=float(some),
+                                        l1_w=None if l1_w is None else sub(l1_w))
         if some: logs.append(terms)
         if some and not every: full = real.clone(); full[on] = fake; fake = full       # rows of ended videos: never read again
         real_prev, fake_prev = real, fake

@@ -109,6 +109,14 @@ def cf_key_passes(rc):
     t = toy(); st.train_video(dict(cf=t['cf'], frames=torch.cat([t['real'], t['real']], 1)[:, :2], km=t['km']))
     return len(calls)
 
+def l1_weights(rc):
+    "The per-frame L1 weights `train_video` hands the first window of a 2-frame toy video."
+    st, seen = T.WindowStepper(T.Fundus2VideoGAN(rc)), []
+    run = st.train_window
+    st.train_window = lambda *a, l1_w=None, **kw: seen.append(l1_w) or run(*a, l1_w=l1_w, **kw)
+    t = toy(); st.train_video(dict(cf=t['cf'], frames=torch.cat([t['real'], t['real']], 1)[:, :2], km=t['km']))
+    return None if seen[0] is None else seen[0].tolist()
+
 def lrs(rc):
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.)
     return [round(C.apply_lr([opt], rc.train, e), 9) for e in range(30)]
@@ -156,6 +164,7 @@ TABLE = [
       [('gan', 0.5), ('gan_km', 3.0), ('fm', 1.0), ('fm_km', 2.0), ('vgg', 2.0), ('gv', 1.0), ('nce', 2.0), ('att', 3.0),
        ('l1', 1.0), ('d_plain', 1.0), ('d_km', 1.0), ('gv_patch', 8), ('gv_mode', 'channel'), ('gan_mode', 'hinge'),
        ('gan_reduce', 'mean')]],
+    ('losses', 'l1_frames', 'coverage', lambda rc, f: l1_weights(rc)),
     ('rollout', 'ss_schedule', 'never', lambda rc, f: self_feed_probability(500, rc.rollout)),
     ('rollout', 'ss_videos_per_step', 50, lambda rc, f: self_feed_probability(150, rc.rollout)),
     ('rollout', 'ss_full_after', 200, lambda rc, f: self_feed_probability(300, rc.rollout)),
