@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['ROLLOUT_ENDS', 'RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'l1_slot_weights',
-           'self_feed_probability', 'previous_window', 'VideoRollout', 'generate_video']
+__all__ = ['ROLLOUT_ENDS', 'RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'self_feed_probability',
+           'previous_window', 'VideoRollout', 'generate_video', 'l1_slot_weights']
 
 # %% ../nbs/07_rollout.ipynb #7fe7435b
 @dataclass(frozen=True)
@@ -36,15 +36,6 @@ def window_input(cf:torch.Tensor,          # (B,3,H,W) colour fundus in [-1,1]
                 ) -> torch.Tensor:         # (B,6,H,W)
     "The generator's input: CF and the previous window (the CF twice at step 0)."
     return torch.cat([cf, cf if prev is None else prev], 1)
-
-# %% ../nbs/07_rollout.ipynb #3e9921e8
-def l1_slot_weights(T:int,     # frames in the video
-                    k:int,     # window index
-                    window=3,  # frames per window
-                   ) -> torch.Tensor: # (window,)
-    "Weight of each frame of window `k` that gives every frame of a `T`-frame video the same total L1 weight: `window` / its target slots."
-    fills = Counter(j for i in range(T) for j in window_frames(T, i, window))
-    return torch.tensor([window / fills[j] for j in window_frames(T, k, window)])
 
 # %% ../nbs/07_rollout.ipynb #fd245d48
 def self_feed_probability(videos_seen:int, cfg:RolloutConfig=RolloutConfig()) -> float:
@@ -103,3 +94,12 @@ def generate_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
                   ) -> torch.Tensor:   # (B,n_frames,H,W) in [-1,1]
     "A whole video from a colour fundus: self-fed windows, each frame the mean of the predictions covering it."
     return torch.stack(list(VideoRollout(G, cf, n_frames, end)), 1)
+
+# %% ../nbs/07_rollout.ipynb #3e9921e8
+def l1_slot_weights(T:int,     # frames in the video
+                    k:int,     # window index
+                    window=3,  # frames per window
+                   ) -> torch.Tensor: # (window,)
+    "Weight of each frame of window `k` that gives every frame of a `T`-frame video the same total L1 weight: `window` / its target slots."
+    fills = Counter(j for i in range(T) for j in window_frames(T, i, window))
+    return torch.tensor([window / fills[j] for j in window_frames(T, k, window)])
