@@ -33,7 +33,7 @@ __all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS
            'write_split_phantoms', 'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static',
            'train_static', 'with_seed', 'config_diff', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary',
            'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr', 'read_runs', 'mean_sd', 'plot_seeds',
-           'plot_frame_psnr']
+           'plot_frame_psnr', 'recipe_difference']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
 def with_cpu_bf16(cfg:RunConfig, on=True) -> RunConfig:
@@ -412,3 +412,16 @@ def plot_frame_psnr(fp:pd.DataFrame, # `frame_psnr` rows indexed (variant, seed,
     ax.set_xticklabels(cols, fontsize=7); ax.legend(fontsize=7); ax.grid(alpha=0.3)
     return fig
 
+
+# %% ../nbs/13_ablation.ipynb #fe23f37b
+def recipe_difference(runs:pd.DataFrame, # one row per run: a 'variant' column and the score columns
+                      a:str, b:str,      # the two variants (recipes) to compare, b against a
+                      scores:list,       # score columns
+                      names=None,        # (label of a, label of b) for the table's columns; None: the variant names
+                     ) -> pd.DataFrame:  # one row per score: both means, b - a, both seed SDs, and the difference in units of the larger SD
+    "Two recipes, several seeds each: the difference of their means in units of the larger of their seed SDs."
+    na, nb = names or (a, b)
+    g = runs.groupby('variant')[scores]; m, s = g.mean(), g.std(ddof=1)
+    out = pd.DataFrame({na: m.loc[a], nb: m.loc[b], f'{nb} - {na}': m.loc[b] - m.loc[a], f'seed SD, {na}': s.loc[a], f'seed SD, {nb}': s.loc[b]})
+    out['difference / larger SD'] = out[f'{nb} - {na}'] / out[[f'seed SD, {na}', f'seed SD, {nb}']].max(axis=1)
+    return out
