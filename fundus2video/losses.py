@@ -147,7 +147,7 @@ class LossWeights:
     nce: float = 1.0          # G: mask-enhanced PatchNCE (times PatchNCEConfig.lambda_nce)
     att: float = 1.0          # G: knowledge-boosted attention vs the KM (ours)
     l1: float = 0.0           # G: pixel L1 to the real window (pix2pix's term; not in the official code: off)
-    l1_frames: str = 'window' # L1 over a window's frames: 'window' (their plain mean) or 'coverage' (each frame weighted by how few windows train it; see below)
+    l1_frames: str = 'window' # L1 over a window's frames: 'window' (their plain mean), 'coverage' (each frame weighted by how few windows train it; see below) or 'floor' (the same, never below 1)
     d_plain: float = 0.5      # D: weight of (real + fake), plain pass
     d_km: float = 0.5         # D: weight of (real + fake), masked pass
     gv_patch: int = 12        # gradient-variance patch side
@@ -157,7 +157,7 @@ class LossWeights:
 
     def __post_init__(self):
         for k, ok in (('gv_mode', ('grey', 'channel')), ('gan_mode', ('lsgan', 'hinge')), ('gan_reduce', ('sum', 'mean')),
-                      ('l1_frames', ('window', 'coverage'))):
+                      ('l1_frames', ('window', 'coverage', 'floor'))):
             if getattr(self, k) not in ok: raise ValueError(f"{k} must be one of {ok}, not {getattr(self, k)!r}")
 
 def weighted_total(terms:dict,   # name -> unweighted scalar loss (None: not computed)

@@ -99,7 +99,9 @@ def generate_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
 def l1_slot_weights(T:int,     # frames in the video
                     k:int,     # window index
                     window=3,  # frames per window
+                    floor=False, # True: never below 1 (raise the rarely trained frames, leave the others as the plain mean has them)
                    ) -> torch.Tensor: # (window,)
     "Weight of each frame of window `k` that gives every frame of a `T`-frame video the same total L1 weight: `window` / its target slots."
     fills = Counter(j for i in range(T) for j in window_frames(T, i, window))
-    return torch.tensor([window / fills[j] for j in window_frames(T, k, window)])
+    w = torch.tensor([window / fills[j] for j in window_frames(T, k, window)])
+    return w.clamp(min=1.) if floor else w

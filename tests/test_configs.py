@@ -165,6 +165,7 @@ TABLE = [
        ('l1', 1.0), ('d_plain', 1.0), ('d_km', 1.0), ('gv_patch', 8), ('gv_mode', 'channel'), ('gan_mode', 'hinge'),
        ('gan_reduce', 'mean')]],
     ('losses', 'l1_frames', 'coverage', lambda rc, f: l1_weights(rc)),
+    ('losses', 'l1_frames', 'floor', lambda rc, f: l1_weights(rc)),        # first window of 2 frames: [3, 1, 1] (coverage: [3, .6, .6])
     ('rollout', 'ss_schedule', 'never', lambda rc, f: self_feed_probability(500, rc.rollout)),
     ('rollout', 'ss_videos_per_step', 50, lambda rc, f: self_feed_probability(150, rc.rollout)),
     ('rollout', 'ss_full_after', 200, lambda rc, f: self_feed_probability(300, rc.rollout)),
