@@ -192,7 +192,8 @@ def train_video(self:WindowStepper, b:dict) -> dict:
     p_self = self_feed_probability(self.state.videos_seen, self.cfg.rollout)
     cache = self.cfg.train.cache_cf_keys and self.gan.head is not None and self.cfg.losses.nce
     src_feats = self.cf_key_features(cf, km) if cache else None
-    coverage = self.cfg.losses.l1 and self.cfg.losses.l1_frames != 'window'    # per-frame L1 weights (losses chapter)
+    weighted = self.cfg.losses.l1 and self.cfg.losses.l1_frames != 'window'    # per-frame L1 weights (losses chapter)
+    floor = self.cfg.losses.l1_frames == 'floor'
     n_frames = lengths.tolist()
     real_prev = fake_prev = None; logs = []
     for k in range(self._n_windows(lengths)):
@@ -201,7 +202,7 @@ def train_video(self:WindowStepper, b:dict) -> dict:
         some, every = bool(on.any()), bool(on.all())                                     # none: only under torchrun
         sub = (lambda t: t) if every or not some else (lambda t: t[on])
         feats = None if src_feats is None else [sub(f) for f in src_feats]
-        l1_w = torch.stack([l1_slot_weights(n, k, real.shape[1], floor=self.cfg.losses.l1_frames == 'floor') for n in n_frames]).to(cf.device) if coverage else None
+        l1_w = torch.stack([l1_slot_weights(n, k, real.shape[1], floor) for n in n_frames]).to(cf.device) if weighted else None
         fake, terms = self.train_window(sub(window_input(cf, prev)), sub(real), sub(cf), sub(km), feats, weight=float(some),
                                         l1_w=None if l1_w is None else sub(l1_w))
         if some: logs.append(terms)
