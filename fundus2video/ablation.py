@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_ablation.ipynb #e8de91a3
 from __future__ import annotations
-import csv, math, shutil, time
+import copy, csv, math, shutil, time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +21,10 @@ from .generator import Generator, GeneratorOutput
 from .discriminator import KnowledgeAwareDiscriminator
 from .losses import LossWeights, generator_objective, discriminator_objective
 from .rollout import window_frames, window_input, generate_video
-from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, apply_lr
+from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, current_config_dict, apply_lr
 from .runtime import tune_allocator, amp_dtype
 from .checkpoint import latest_checkpoint, load_checkpoint, atomic_save
-from .train import train, append_csv, rng_states, set_rng_states, truncate_csv
+from .train import train, append_csv, rng_states, set_rng_states, truncate_csv, ema_update
 from .inference import load_generator
 from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 
@@ -121,7 +121,7 @@ def _static_done(run_dir:Path, cfg:RunConfig) -> dict|None:
     fn = run_dir/'static.pt'
     if not fn.exists(): return None
     ck = torch.load(fn, map_location='cpu', weights_only=True)
-    return ck if ck['config'] == config_dict(cfg) else None
+    return ck if current_config_dict(ck['config']) == config_dict(cfg) else None
 
 def load_static(run_dir) -> StaticVideo:
     "The trained static baseline of a run folder, wrapped for the rollout, in eval mode."
@@ -131,20 +131,23 @@ def load_static(run_dir) -> StaticVideo:
     return StaticVideo(G).eval()
 
 # %% ../nbs/13_ablation.ipynb #519cf013
-def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int, dtype=None) -> float:
-    "`repeats` passes over the training loader; the mean generator loss."
+def _static_epoch(G, D, opts, dl, w, repeats:int, epoch:int, dtype=None, G_ema=None, ema=0.) -> float:
+    "`repeats` passes over the training loader (with G's moving average after each step, if kept); the mean generator loss."
     gl = []
     for r in range(repeats):
         dl.dataset.set_epoch(epoch * repeats + r)              # fresh augmentations every pass
-        for b in dl: gl.append(static_step(G, D, *opts, b, w, dtype)[1])
+        for b in dl:
+            gl.append(static_step(G, D, *opts, b, w, dtype)[1])
+            if G_ema is not None: ema_update(G_ema, G, ema)
     return float(np.mean(gl))
 
-def _static_resume(run_dir:Path, cfg:RunConfig, G, D, opts, dl) -> int:
+def _static_resume(run_dir:Path, cfg:RunConfig, G, D, opts, dl, G_ema=None) -> int:
     "Load the per-epoch checkpoint of an interrupted run with this config (the epochs it finished), or start afresh (0)."
     ck = torch.load(run_dir/'static_last.pt', map_location='cpu', weights_only=True) if (run_dir/'static_last.pt').exists() else None
-    if ck is None or ck['config'] != config_dict(cfg):
+    if ck is None or current_config_dict(ck['config']) != config_dict(cfg):
         run_dir.mkdir(parents=True, exist_ok=True); (run_dir/'history.csv').unlink(missing_ok=True); return 0
     G.load_state_dict(ck['G']); D.load_state_dict(ck['D'])
+    if G_ema is not None: G_ema.load_state_dict(ck['G_ema'])
     for o, s in zip(opts, ck['opts']): o.load_state_dict(s)
     set_rng_states(ck['rng'], dl.generator, torch.Generator())
     truncate_csv(run_dir/'history.csv', 'epoch', ck['epoch'])
@@ -165,17 +168,20 @@ def train_static(data_dir, run_dir,
     sc, t = static_config(cfg, T), cfg.train
     G, D = Generator(sc.generator), KnowledgeAwareDiscriminator(sc.discriminator)
     opts = [torch.optim.Adam(m.parameters(), lr=t.lr, betas=tuple(t.betas)) for m in (G, D)]
-    for epoch in range(_static_resume(run_dir, cfg, G, D, opts, dl), min(t.epochs, stop_after or t.epochs)):
+    G_ema = copy.deepcopy(G).requires_grad_(False) if t.ema else None   # G's moving average, as the window trainer keeps it
+    for epoch in range(_static_resume(run_dir, cfg, G, D, opts, dl, G_ema), min(t.epochs, stop_after or t.epochs)):
         apply_lr(opts, t, epoch)
-        t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch, amp_dtype(torch.device('cpu'), t))
+        t0 = time.time(); gl = _static_epoch(G, D, opts, dl, cfg.losses, repeats or T, epoch, amp_dtype(torch.device('cpu'), t), G_ema, t.ema)
         append_csv(run_dir/'history.csv', dict(epoch=epoch + 1, train_loss=gl, seconds=round(time.time() - t0, 1)))
         atomic_save(dict(config=config_dict(cfg), epoch=epoch + 1, G=G.state_dict(), D=D.state_dict(),
+                         G_ema=G_ema.state_dict() if G_ema is not None else None,
                          opts=[o.state_dict() for o in opts], rng=rng_states(dl.generator, torch.Generator())), run_dir/'static_last.pt')
         if progress: print(f'static_pix2pixhd epoch {epoch + 1}/{t.epochs}: G loss {gl:.3f}, {time.time() - t0:.0f} s', flush=True)
+    model = G if G_ema is None else G_ema                                  # the run's model: the average when kept
     if stop_after is None or stop_after >= t.epochs:
-        atomic_save(dict(config=config_dict(cfg), n_frames=T, G=G.state_dict()), run_dir/'static.pt')
+        atomic_save(dict(config=config_dict(cfg), n_frames=T, G=model.state_dict()), run_dir/'static.pt')
         (run_dir/'static_last.pt').unlink(missing_ok=True)
-    return StaticVideo(G).eval()
+    return StaticVideo(model).eval()
 
 # %% ../nbs/13_ablation.ipynb #2c2c7f47
 def with_seed(cfg:RunConfig, seed:int) -> RunConfig:
@@ -199,7 +205,7 @@ def config_diff(a:dict, b:dict, prefix='') -> list: # dotted names, e.g. ['train
 def _same_config(run_dir:Path, saved:dict|None, cfg:RunConfig) -> bool:
     "Whether a run folder's saved config is `cfg`; a folder holding another config's run is an error, never deleted."
     if saved is None: return False
-    diff = config_diff(saved, config_dict(cfg))
+    diff = config_diff(current_config_dict(saved), config_dict(cfg))
     if diff: raise ValueError(f"{run_dir}: holds a run of another config ({', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''} "
                               f"differ{'s' * (len(diff) == 1)}); move it away or choose another out_dir (the benchmark never deletes a trained run)")
     return True

@@ -14,8 +14,8 @@ from .losses import LossWeights
 from .rollout import RolloutConfig
 
 # %% auto #0
-__all__ = ['RETIRED_FIELDS', 'PRESETS', 'TrainConfig', 'RunConfig', 'config_dict', 'config_from_dict', 'preset', 'ablate',
-           'with_epochs', 'lr_factor', 'apply_lr']
+__all__ = ['RETIRED_FIELDS', 'PRESETS', 'TrainConfig', 'RunConfig', 'config_dict', 'config_from_dict', 'current_config_dict',
+           'preset', 'ablate', 'with_epochs', 'lr_factor', 'apply_lr']
 
 # %% ../nbs/07a_configs.ipynb #3b0349a1
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class TrainConfig:
     cache_cf_keys: bool = False   # PatchNCE: encode the CF keys once per video instead of every window (not exact: see the training chapter)
     keep_last: int = 2            # epoch checkpoints kept (plus best.pt)
     vgg_path: str | None = None   # VGG19 weights for the perceptual loss (None: look in the usual places)
+    ema: float = 0.0              # decay of a moving average of G's weights, updated after every G step; the run's model is the average (0: off, as the official code)
+
+    def __post_init__(self):
+        if not 0 <= self.ema < 1: raise ValueError(f"ema must be in [0, 1) (0: off), not {self.ema}")
 
     @property
     def epochs(self) -> int: return self.epochs_constant + self.epochs_decay
@@ -71,6 +75,10 @@ def config_from_dict(cls, d:dict):
         t = hints[k]
         kw[k] = config_from_dict(t, v) if is_dataclass(t) else tuple(v) if isinstance(v, list) else v
     return cls(**kw)
+
+def current_config_dict(d:dict) -> dict:
+    "A stored run config as this version writes it: fields added since take their defaults, retired ones are dropped."
+    return config_dict(config_from_dict(RunConfig, d))
 
 # %% ../nbs/07a_configs.ipynb #3a44cc70
 PRESETS = ('tiny', 'lab', 'paper')

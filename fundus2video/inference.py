@@ -21,8 +21,8 @@ from .checkpoint import MODEL_FORMAT, MODEL_VERSION, CHECKPOINT_FORMAT, ModelFil
 from .media import to_uint8, write_mp4, write_gif, write_frames
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'DEMO_NOTE', 'export_model', 'load_generator', 'as_uint8_rgb', 'prepare_photo', 'generate_frames',
-           'frame_phases', 'contact_sheet', 'generate']
+__all__ = ['DEMO_MODEL', 'DEMO_NOTE', 'model_weights', 'export_model', 'load_generator', 'as_uint8_rgb', 'prepare_photo',
+           'generate_frames', 'frame_phases', 'contact_sheet', 'generate']
 
 # %% ../nbs/10_inference.ipynb #4993e19a
 DEMO_MODEL = Path(fundus2video.__file__).parent/'assets'/'demo_model.pt'
@@ -32,6 +32,10 @@ def _checkpoint_meta(ck:dict, source) -> dict:
     "Provenance a training checkpoint carries about itself."
     keys = ('epoch', 'step', 'videos_seen', 'best', 'saved_at')
     return {'checkpoint': str(source)} | {k: ck[k] for k in keys if k in ck}
+
+def model_weights(ck:dict) -> dict:
+    "G's weights a checkpoint or model file hands out: the moving average when the run kept one, else G's own."
+    return ck['G'] if ck.get('G_ema') is None else ck['G_ema']
 
 def export_model(checkpoint,        # training checkpoint (or model file): a path or a loaded dict
                  out_path,          # the model file to write
@@ -43,9 +47,10 @@ def export_model(checkpoint,        # training checkpoint (or model file): a pat
     if ck.get('format') not in (MODEL_FORMAT, CHECKPOINT_FORMAT): raise ModelFileError("export_model: not a fundus2video checkpoint")
     src = 'in memory' if isinstance(checkpoint, dict) else checkpoint
     info = (ck.get('meta') or {}) | (_checkpoint_meta(ck, src) if ck['format'] == CHECKPOINT_FORMAT else {}) | (meta or {})
+    if ck.get('G_ema') is not None: info['weights'] = f"moving average of G's weights (ema {ck['config']['train']['ema']})"
     try: info = json.loads(json.dumps(info))
     except TypeError as e: raise ValueError(f"meta must be plain data (str, numbers, lists, dicts): {e}") from None
-    G = {k: v.half() if half and v.is_floating_point() else v for k, v in ck['G'].items()}
+    G = {k: v.half() if half and v.is_floating_point() else v for k, v in model_weights(ck).items()}
     return atomic_save(dict(format=MODEL_FORMAT, version=MODEL_VERSION, config=ck['config'], G=G, meta=info,
                             saved_at=time.strftime('%Y-%m-%d %H:%M:%S')), out_path)
 
@@ -65,7 +70,7 @@ def load_generator(path=None,     # model file or training checkpoint; None: the
     try:
         cfg = config_from_dict(RunConfig, ck['config'])
         G = Generator(cfg.generator)
-        G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck['G'].items()})
+        G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in model_weights(ck).items()})
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise ModelFileError(f"{path}: config and weights do not make a generator ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     meta = (ck.get('meta') or {}) if ck['format'] == MODEL_FORMAT else _checkpoint_meta(ck, path)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #ad4ec7d8
 from __future__ import annotations
-import csv, io, json, os, random, time
+import copy, csv, io, json, os, random, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,9 +34,9 @@ import torch.distributed as dist
 from .distributed import world_size, rank, init_distributed, data_parallel, distributed_loader
 
 # %% auto #0
-__all__ = ['OPTIMISERS', 'Fundus2VideoGAN', 'adam_kernel', 'make_optimisers', 'Diverged', 'check_finite', 'RunState',
-           'GeneratorStep', 'DiscriminatorStep', 'WindowStepper', 'video_lengths', 'rng_states', 'set_rng_states',
-           'stepper_from_checkpoint', 'WindowLearner', 'append_csv', 'truncate_csv', 'RunLogCallback',
+__all__ = ['OPTIMISERS', 'Fundus2VideoGAN', 'ema_update', 'adam_kernel', 'make_optimisers', 'Diverged', 'check_finite',
+           'RunState', 'GeneratorStep', 'DiscriminatorStep', 'WindowStepper', 'video_lengths', 'rng_states',
+           'set_rng_states', 'stepper_from_checkpoint', 'WindowLearner', 'append_csv', 'truncate_csv', 'RunLogCallback',
            'CheckpointCallback', 'SampleCallback', 'data_split', 'prepare_gan', 'train']
 
 # %% ../nbs/08_train.ipynb #ac814030
@@ -49,6 +49,23 @@ class Fundus2VideoGAN(nn.Module):
         self.D = KnowledgeAwareDiscriminator(cfg.discriminator)
         self.nce_cfg = replace(cfg.patchnce, layers=nce_layers(cfg.patchnce, cfg.generator))
         self.head = PatchSampleMLP(self.G.layer_channels(self.nce_cfg.layers), cfg.patchnce.nc) if cfg.losses.nce else None
+        # a copy (draws no random numbers, so every other weight is the same with or without it); no optimiser trains it
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.train.ema else None
+
+    @property
+    def model_G(self) -> Generator:
+        "The run's model: the moving average of G's weights when `TrainConfig.ema` is on, else G itself."
+        return self.G if self.G_ema is None else self.G_ema
+
+    def update_ema(self):
+        "After a G step: the moving average takes it in (`ema_update`); nothing when off."
+        if self.G_ema is not None: ema_update(self.G_ema, self.G, self.cfg.train.ema)
+
+@torch.no_grad()
+def ema_update(avg:nn.Module, model:nn.Module, decay:float):
+    "Move every weight of `avg` `1 - decay` of the way to `model`'s (the two share one architecture); copy the buffers."
+    for a, p in zip(avg.parameters(), model.parameters()): a.lerp_(p, 1 - decay)
+    for a, b in zip(avg.buffers(), model.buffers()): a.copy_(b)
 
 OPTIMISERS = ('auto', 'fused', 'foreach', 'loop')
 
@@ -153,11 +170,12 @@ def train_window(self:WindowStepper, x:torch.Tensor, # (B,6,H,W) CF + previous w
                  weight:float=1.0,         # 0: this process only joins the other processes' step (its videos have ended)
                  l1_w:torch.Tensor=None,   # (B,3) per-frame weights of the L1 term (`l1_slot_weights`; None: plain mean)
                 ) -> tuple:  # (fake (B,3,H,W) detached, dict of detached scalar loss tensors)
-    "One G (and PatchNCE head) update, then one D update, for one window; both objectives see D as it was before it."
+    "One G (and PatchNCE head) update (and the moving average, if on), then one D update, for one window; both objectives see D as it was before it."
     where = f'epoch {self.state.epoch} step {self.state.step}'
     with self.autocast(): fake, g = self.g_step(x, real, cf, km, nce_src_feats, l1_w)
     check_finite(g, f'{where}, generator')
     self._backward_step(g['total'] * weight, self.g_names)
+    self.gan.update_ema()
     with self.autocast(): d = self.d_step(fake.detach(), real, cf, km)
     check_finite(d, f'{where}, discriminator')
     self._backward_step(d['total'] * weight, ['D'])
@@ -217,7 +235,7 @@ def train_video(self:WindowStepper, b:dict) -> dict:
 @torch.no_grad()
 def valid_video(self:WindowStepper, b:dict) -> torch.Tensor: # scalar
     "Validation loss: L1 between the self-fed generated video and the real one, in [-1,1] units, over the real frames."
-    with self.autocast(): video = generate_video(self.gan.G, b['cf'], b['frames'].shape[1])
+    with self.autocast(): video = generate_video(self.gan.model_G, b['cf'], b['frames'].shape[1])
     err = (video.float() - b['frames']).abs().mean((-2, -1))                            # (B,T) per frame
     return err[b['valid']].mean() if 'valid' in b else err.mean()
 
@@ -245,6 +263,7 @@ def checkpoint(self:WindowStepper, split:dict=None, loader_generator=None) -> di
     return dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, config=config_dict(self.cfg),
                 epoch=s.epoch, step=s.step, videos_seen=s.videos_seen, best=s.best,
                 G=gan.G.state_dict(), D=gan.D.state_dict(), head=gan.head.state_dict() if gan.head is not None else None,
+                G_ema=gan.G_ema.state_dict() if gan.G_ema is not None else None,
                 optimisers={k: o.state_dict() for k, o in self.opts.items()}, scaler=self.scaler.state_dict(),
                 rng=rng_states(loader_generator, s.rng), split=split or {}, saved_at=time.strftime('%Y-%m-%d %H:%M:%S'))
 
@@ -254,6 +273,7 @@ def restore(self:WindowStepper, ck:dict, loader_generator=None):
     gan = self.gan
     gan.G.load_state_dict(ck['G']); gan.D.load_state_dict(ck['D'])
     if gan.head is not None: gan.head.load_state_dict(ck['head'])
+    if gan.G_ema is not None: gan.G_ema.load_state_dict(ck['G_ema'])
     for k, o in self.opts.items(): o.load_state_dict(ck['optimisers'][k])
     self.scaler.load_state_dict(ck['scaler'])
     for k in ('epoch', 'step', 'videos_seen', 'best'): setattr(self.state, k, ck[k])
@@ -355,7 +375,7 @@ class SampleCallback(Callback):
         b = next(iter(self.dls.valid))
         cf, frames = b['cf'][:1].to(self.learn.stepper.device), b['frames'][:1, :int(video_lengths(b)[0])]   # real frames only
         self.model.eval()
-        with torch.no_grad(), self.learn.stepper.autocast(): fake = generate_video(self.learn.stepper.gan.G, cf, frames.shape[1])
+        with torch.no_grad(), self.learn.stepper.autocast(): fake = generate_video(self.learn.stepper.gan.model_G, cf, frames.shape[1])
         name = f'epoch_{self.epoch + 1:04d}'
         write_image(self.dir/f'{name}.png', frame_strip(cf[0], frames[0], fake[0]))
         if self.gif: write_gif(side_by_side(frames[0], fake[0].float().cpu()), self.dir/f'{name}.gif', fps=2)

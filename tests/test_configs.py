@@ -109,6 +109,12 @@ def cf_key_passes(rc):
     t = toy(); st.train_video(dict(cf=t['cf'], frames=torch.cat([t['real'], t['real']], 1)[:, :2], km=t['km']))
     return len(calls)
 
+def model_after_video(rc):
+    "The first weight of the run's model (`model_G`: G's moving average when `ema` is on) after one toy video."
+    torch.manual_seed(0); st = T.WindowStepper(T.Fundus2VideoGAN(rc)); t = toy()
+    st.train_video(dict(cf=t['cf'], frames=torch.cat([t['real'], t['real']], 1)[:, :2], km=t['km']))
+    return st.gan.model_G.model[1].weight.detach().clone()
+
 def l1_weights(rc):
     "The per-frame L1 weights `train_video` hands the first window of a 2-frame toy video."
     st, seen = T.WindowStepper(T.Fundus2VideoGAN(rc)), []
@@ -193,6 +199,7 @@ TABLE = [
     ('train', 'cache_cf_keys', True, lambda rc, f: cf_key_passes(rc)),
     ('train', 'keep_last', 3, lambda rc, f: kept_checkpoints(rc, f['tmp'])),
     ('train', 'vgg_path', '/nowhere/vgg19.pth', lambda rc, f: looked_for_vgg(rc, f['data'], f['tmp'], f['mp'])),
+    ('train', 'ema', 0.5, lambda rc, f: model_after_video(rc)),
 ]
 
 CONFIGS = dict(generator=GeneratorConfig, discriminator=DiscriminatorConfig, patchnce=PatchNCEConfig, losses=LossWeights,
