@@ -141,6 +141,8 @@ def add_train(sub):
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.add_argument('--resume', action='store_true', help='continue from the newest intact checkpoint in RUN_DIR')
     p.add_argument('--vgg', type=Path, help='VGG19 weights file for the perceptual loss (paper preset)')
+    p.add_argument('--ema', type=float_arg(0, 0.99999), metavar='DECAY', help="keep a moving average of the generator's weights (e.g. 0.999) "
+                   "and hand it out as the run's model: worth it for a run stopped before its learning rate has decayed (default: off)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument('--fp32', action='store_true', help='train in float32 on the CPU (default on CPUs without native bf16)')
     prec.add_argument('--cpu-bf16', action='store_true', help='CPU: bf16 autocast (default on CPUs with native bf16, AVX512-BF16 or AMX: '
@@ -169,6 +171,7 @@ def _run_config(args):
     if args.size: cfg = replace(cfg, pipeline=replace(cfg.pipeline, size=args.size))
     if args.seed is not None: cfg = replace(cfg, train=replace(cfg.train, seed=args.seed))
     if args.vgg: cfg = replace(cfg, train=replace(cfg.train, vgg_path=str(args.vgg)))
+    if args.ema: cfg = replace(cfg, train=replace(cfg.train, ema=args.ema))
     if cpu_bf16_default(args): cfg = replace(cfg, train=replace(cfg.train, cpu_bf16=True))
     return with_epochs(cfg, args.epochs) if args.epochs and not args.resume else cfg
 

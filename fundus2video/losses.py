@@ -17,7 +17,8 @@ from .rollout import window_frames
 __all__ = ['SOBEL_X', 'GREY_WEIGHTS', 'VGG19_FILE', 'VGG19_ENV', 'VGG_SLICES', 'VGG_WEIGHTS', 'patch_gradient_variance',
            'video_windows', 'gradient_variance_loss', 'WeightsNotFound', 'find_weights', 'check_sha256',
            'VGGPerceptualLoss', 'load_vgg_loss', 'maybe_vgg_loss', 'LossWeights', 'weighted_total',
-           'adversarial_and_pixel_terms', 'generator_objective', 'discriminator_objective']
+           'adversarial_and_pixel_terms', 'dark_frames', 'adversarial_view', 'generator_objective',
+           'discriminator_objective']
 
 # %% ../nbs/06_losses.ipynb #56e1aad6
 SOBEL_X = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]])
@@ -148,6 +149,7 @@ class LossWeights:
     att: float = 1.0          # G: knowledge-boosted attention vs the KM (ours)
     l1: float = 0.0           # G: pixel L1 to the real window (pix2pix's term; not in the official code: off)
     l1_frames: str = 'window' # L1 over a window's frames: 'window' (their plain mean), 'coverage' (each frame weighted by how few windows train it; see below) or 'floor' (the same, never below 1)
+    adv_dark: float = 0.0     # G: a frame whose real mean grey level (0-1) is below this gets no gradient from D's terms, only from the others (ours; 0: off)
     d_plain: float = 0.5      # D: weight of (real + fake), plain pass
     d_km: float = 0.5         # D: weight of (real + fake), masked pass
     gv_patch: int = 12        # gradient-variance patch side
@@ -191,6 +193,20 @@ def adversarial_and_pixel_terms(o,                 # `DiscriminatorOutputs` of D
         t['l1'] = err.mean() if l1_w is None else (err.mean((-2, -1)) * l1_w.to(err)).mean()
     return t
 
+def dark_frames(real:torch.Tensor, # (B,3,H,W) real window in [-1,1]
+                level:float,       # grey level in [0,1]
+               ) -> torch.Tensor:  # (B,3) bool: the frames whose mean grey level is below `level`
+    "Which frames of a real window are darker, on average, than `level` (a frame before the dye arrives)."
+    return ((real.float() + 1) / 2).mean((-2, -1)) < level
+
+def adversarial_view(fake:torch.Tensor, # (B,3,H,W) generated window, with its graph
+                     real:torch.Tensor, # (B,3,H,W) real window in [-1,1]
+                     level:float,       # `LossWeights.adv_dark` (0: off)
+                    ) -> torch.Tensor:  # (B,3,H,W) the same values; the dark frames detached
+    "The window D judges in G's step: the same frames, but those whose target is dark carry no gradient back to G."
+    if not level: return fake
+    return torch.where(dark_frames(real, level)[..., None, None], fake.detach(), fake)
+
 def generator_objective(out:GeneratorOutput,      # the generator's output for this window (frames (B,3,H,W), attention)
                         real:torch.Tensor,         # (B,3,H,W) real window in [-1,1]
                         cf:torch.Tensor,           # (B,3,H,W) colour fundus in [-1,1]
@@ -205,7 +221,8 @@ def generator_objective(out:GeneratorOutput,      # the generator's output for t
                        ) -> dict:                  # named scalar terms and their weighted 'total'
     "The generator's loss terms for one window; D is frozen, and the passes that need no graph run without one."
     fake = out.frames
-    o = D.discriminate_fake(torch.cat([cf, real], 1), torch.cat([cf, fake], 1), km, real_km=bool(w.fm_km))
+    seen = adversarial_view(fake, real, w.adv_dark)
+    o = D.discriminate_fake(torch.cat([cf, real], 1), torch.cat([cf, seen], 1), km, real_km=bool(w.fm_km))
     t = adversarial_and_pixel_terms(o, fake, real, w, vgg, l1_w)
     if nce_head is not None and w.nce:
         t['nce'] = patchnce_loss(encode, nce_head, cf, fake, real, nce_cfg, km, src_feats=nce_src_feats)['nce']

@@ -115,6 +115,14 @@ def model_after_video(rc):
     st.train_video(dict(cf=t['cf'], frames=torch.cat([t['real'], t['real']], 1)[:, :2], km=t['km']))
     return st.gan.model_G.model[1].weight.detach().clone()
 
+def adv_grads(rc):
+    "The objective's gradient on a generated window whose first target is black (a dark frame under `adv_dark`)."
+    torch.manual_seed(0); gan = T.Fundus2VideoGAN(rc); t = toy()
+    real = t['real'].clone(); real[:, 0] = -1
+    out = gan.G(window_input(t['cf'], None)); out.frames.retain_grad()
+    generator_objective(out, real, t['cf'], t['km'], gan.D, rc.losses)['total'].backward()
+    return out.frames.grad
+
 def l1_weights(rc):
     "The per-frame L1 weights `train_video` hands the first window of a 2-frame toy video."
     st, seen = T.WindowStepper(T.Fundus2VideoGAN(rc)), []
@@ -172,6 +180,7 @@ TABLE = [
        ('gan_reduce', 'mean')]],
     ('losses', 'l1_frames', 'coverage', lambda rc, f: l1_weights(rc)),
     ('losses', 'l1_frames', 'floor', lambda rc, f: l1_weights(rc)),        # first window of 2 frames: [3, 1, 1] (coverage: [3, .6, .6])
+    ('losses', 'adv_dark', 0.04, lambda rc, f: adv_grads(rc)),
     ('rollout', 'ss_schedule', 'never', lambda rc, f: self_feed_probability(500, rc.rollout)),
     ('rollout', 'ss_videos_per_step', 50, lambda rc, f: self_feed_probability(150, rc.rollout)),
     ('rollout', 'ss_full_after', 200, lambda rc, f: self_feed_probability(300, rc.rollout)),
