@@ -161,6 +161,7 @@ class LossWeights:
         for k, ok in (('gv_mode', ('grey', 'channel')), ('gan_mode', ('lsgan', 'hinge')), ('gan_reduce', ('sum', 'mean')),
                       ('l1_frames', ('window', 'coverage', 'floor'))):
             if getattr(self, k) not in ok: raise ValueError(f"{k} must be one of {ok}, not {getattr(self, k)!r}")
+        if not 0 <= self.adv_dark <= 1: raise ValueError(f"adv_dark is a grey level from 0 to 1 (0: off), not {self.adv_dark}")
 
 def weighted_total(terms:dict,   # name -> unweighted scalar loss (None: not computed)
                    weights:dict, # name -> weight (missing: 0)
