@@ -20,7 +20,7 @@ from .pipeline import study_dataloaders
 from .generator import Generator, GeneratorOutput
 from .discriminator import KnowledgeAwareDiscriminator
 from .losses import LossWeights, generator_objective, discriminator_objective
-from .rollout import window_frames, window_input, generate_video
+from .rollout import window_frames, window_input, generate_video, start_window_of
 from .configs import RunConfig, preset, ablate, with_epochs, config_dict, config_from_dict, current_config_dict, apply_lr
 from .runtime import tune_allocator, amp_dtype
 from .checkpoint import latest_checkpoint, load_checkpoint, atomic_save
@@ -73,7 +73,7 @@ def write_split_phantoms(data_dir,               # data folder (created if neede
 # %% ../nbs/13_ablation.ipynb #d7e2e15a
 def static_config(cfg:RunConfig, n_frames:int) -> RunConfig:
     "The base `cfg` with G mapping CF (3 ch) to `n_frames` frames and a plain D on CF + all frames."
-    g = replace(cfg.generator, input_nc=3, output_nc=n_frames, attention=False, local_enhancer=False)
+    g = replace(cfg.generator, input_nc=3, output_nc=n_frames, attention=False, local_enhancer=False, start_window='photo')
     d = replace(cfg.discriminator, input_nc=3 + n_frames, knowledge_aware=False, km_channel=False)
     return replace(VARIANTS['static_pix2pixhd'](cfg), generator=g, discriminator=d)
 
@@ -333,10 +333,10 @@ def teacher_forced_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
                          real:torch.Tensor,  # (B,T,H,W) the real video in [-1,1]
                         ) -> torch.Tensor:   # (B,T,H,W): each frame the mean of the windows covering it, every window fed the real previous one
     "The one-step-ahead predictions of a window generator: window k conditioned on the real window k-1."
-    B, T = real.shape[:2]; total = torch.zeros_like(real); n = torch.zeros(T)
+    B, T = real.shape[:2]; total = torch.zeros_like(real); n = torch.zeros(T); start = start_window_of(G, cf)
     for k in range(T):
         prev = None if k == 0 else real[:, window_frames(T, k - 1)]
-        out = G(window_input(cf, prev)); out = out.frames if hasattr(out, 'frames') else out
+        out = G(window_input(cf, prev, start)); out = out.frames if hasattr(out, 'frames') else out
         for i, j in enumerate(window_frames(T, k)):
             if i == 0 or j != window_frames(T, k)[i - 1]: total[:, j] += out[:, i]; n[j] += 1   # padded duplicates once
     return total / n[None, :, None, None]

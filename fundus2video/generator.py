@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['NORMS', 'PADDINGS', 'GeneratorConfig', 'make_norm', 'padded_conv3x3', 'ResnetBlock', 'global_layers', 'init_weights',
-           'encoder_end', 'stage_end', 'AttentionHead', 'modulate', 'local_layers', 'GeneratorOutput', 'Generator',
-           'default_nce_layers', 'attention_loss']
+__all__ = ['NORMS', 'PADDINGS', 'START_WINDOWS', 'GeneratorConfig', 'make_norm', 'padded_conv3x3', 'ResnetBlock', 'global_layers',
+           'init_weights', 'encoder_end', 'stage_end', 'AttentionHead', 'modulate', 'local_layers', 'GeneratorOutput',
+           'Generator', 'default_nce_layers', 'attention_loss']
 
 # %% ../nbs/03_generator.ipynb #28ccdb23
 NORMS = ('instance', 'batch', 'none')
 PADDINGS = ('reflect', 'replicate', 'zero')
+START_WINDOWS = ('photo', 'mean_first_frame')
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -36,9 +37,11 @@ class GeneratorConfig:
     attention_hidden: int = 32   # hidden channels of the attention head
     local_enhancer: bool = False # pix2pixHD's local enhancer: global generator at half resolution + a full-resolution branch
     n_blocks_local: int = 3      # residual blocks of the local enhancer
+    start_window: str = 'photo'  # what window 0 sees as its previous window: 'photo' (the CF again, official) or 'mean_first_frame' (below)
 
     def __post_init__(self):
         if self.norm not in NORMS: raise ValueError(f"norm must be one of {NORMS}, not {self.norm!r}")
+        if self.start_window not in START_WINDOWS: raise ValueError(f"start_window must be one of {START_WINDOWS}, not {self.start_window!r}")
         if self.padding not in PADDINGS: raise ValueError(f"padding must be one of {PADDINGS}, not {self.padding!r}")
         if self.attention:
             if not 1 <= self.attention_stage <= self.n_down:
@@ -153,6 +156,9 @@ class Generator(nn.Module):
         self.apply(init_weights)
         if self.attention_head is not None: self.attention_head.reset_bias()
         self.channels = _sequence_channels(self.model, cfg.input_nc)
+        if cfg.start_window == 'mean_first_frame':    # window 0's previous window, black until set from data (`set_start_frame`)
+            self.register_buffer('start_frame', torch.full((1, 1, 1, 1), -1.))
+            self.register_load_state_dict_pre_hook(_fit_start_frame)
 
 def _sequence_channels(seq:nn.Sequential, ch:int) -> list:
     "Channels of the output of every layer of `seq`, from its input channels (no forward pass)."
@@ -198,6 +204,30 @@ def forward(self:Generator, x:torch.Tensor, # (B,6,H,W): CF and previous window,
     if a is not None and a.shape[-2:] != x.shape[-2:]:
         a = F.interpolate(a, size=x.shape[-2:], mode='bilinear', align_corners=False)
     return GeneratorOutput(frames, a)
+
+# %% ../nbs/03_generator.ipynb #1f8e2d95
+def _fit_start_frame(module, state_dict, prefix, *args):
+    "Before loading weights: give `start_frame` the stored one's shape (it is set from data, at the training size)."
+    t = state_dict.get(prefix + 'start_frame')
+    if t is not None and t.shape != module.start_frame.shape: module.start_frame = module.start_frame.new_empty(t.shape)
+
+@patch
+def set_start_frame(self:Generator, frame:torch.Tensor): # (H,W) in [-1,1], e.g. the training videos' mean first frame
+    "Store the frame that window 0 sees in every slot of its previous window (`start_window='mean_first_frame'`)."
+    if self.cfg.start_window != 'mean_first_frame':
+        raise ValueError(f"start_window={self.cfg.start_window!r} keeps no start frame (window 0 sees the photo); use 'mean_first_frame'")
+    if frame.ndim != 2: raise ValueError(f"expected an (H,W) frame, got shape {tuple(frame.shape)}")
+    self.start_frame = frame.detach().to(self.start_frame)[None, None].clone()
+
+@patch
+def start_window(self:Generator, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
+                ) -> torch.Tensor | None:          # (B,input_nc-3,H,W); None: the photo again (the official first step)
+    "What window 0 sees as its previous window."
+    if self.cfg.start_window == 'photo': return None
+    t = self.start_frame.to(cf.dtype)
+    if t.shape[-2:] != cf.shape[-2:]: t = F.interpolate(t, size=cf.shape[-2:], mode='bilinear', align_corners=False)
+    return t.expand(len(cf), self.cfg.input_nc - 3, *cf.shape[-2:])
+
 
 # %% ../nbs/03_generator.ipynb #7b3f3326
 def default_nce_layers(cfg:GeneratorConfig) -> tuple:

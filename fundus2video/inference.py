@@ -14,7 +14,7 @@ from .data import PHASES, read_image, write_image, label_image, check_fundus_pho
 from .data import fov_mask, fov_box, crop_pad, resize_image, resize_mask
 from .pipeline import to_unit
 from .generator import Generator
-from .rollout import VideoRollout
+from .rollout import VideoRollout, start_window_of
 from .configs import RunConfig, config_from_dict
 from .runtime import pick_device
 from .checkpoint import MODEL_FORMAT, MODEL_VERSION, CHECKPOINT_FORMAT, ModelFileError, read_model_file, atomic_save
@@ -107,6 +107,7 @@ def prepare_photo(img:np.ndarray,  # (H,W,3) RGB photo of any size and aspect, u
 class _FirstAttention:
     "A generator wrapper that keeps the attention map of the first window."
     def __init__(self, G): self.G, self.attention = G, None
+    def start_window(self, cf): return start_window_of(self.G, cf)   # window 0's previous window, as G has it
     def __call__(self, x):
         out = self.G(x)
         if self.attention is None: self.attention = getattr(out, 'attention', None)

@@ -16,7 +16,7 @@ from .knowledge_mask import knowledge_mask, video_knowledge_mask
 
 # %% auto #0
 __all__ = ['AugmentConfig', 'PipelineConfig', 'random_square_crop', 'joint_augment', 'to_unit', 'StudyDataset', 'pad_frames',
-           'make_item', 'study_dataloaders']
+           'make_item', 'study_dataloaders', 'mean_first_frame']
 
 # %% ../nbs/02a_pipeline.ipynb #1a24f644
 @dataclass(frozen=True)
@@ -132,3 +132,13 @@ def study_dataloaders(data_dir,              # a data folder (see `StudySet`)
         return DataLoader(ds, bs, shuffle=train, num_workers=num_workers, collate_fn=_collate, generator=g,
                           persistent_workers=num_workers > 0)
     return DataLoaders(dl('train', True), dl('valid', False))
+
+def mean_first_frame(data_dir,               # a data folder (see `StudySet`)
+                     cfg:PipelineConfig=PipelineConfig(),
+                     split='train',
+                    ) -> torch.Tensor:       # (H,W) in [-1,1]
+    "The mean first frame of a split's videos as the pipeline prepares them for evaluation (no augmentation)."
+    paths = StudySet(data_dir, split).paths
+    if not paths: raise ValueError(f"{data_dir}: no '{split}' studies (see manifest.csv)")
+    ds = StudyDataset(paths, cfg, train=False)
+    return torch.stack([ds[i]['frames'][0] for i in range(len(ds))]).mean(0)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['ROLLOUT_ENDS', 'RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'self_feed_probability',
-           'previous_window', 'VideoRollout', 'generate_video', 'l1_slot_weights']
+__all__ = ['ROLLOUT_ENDS', 'RolloutConfig', 'window_frames', 'window_targets', 'window_input', 'start_window_of',
+           'self_feed_probability', 'previous_window', 'VideoRollout', 'generate_video', 'l1_slot_weights']
 
 # %% ../nbs/07_rollout.ipynb #7fe7435b
 @dataclass(frozen=True)
@@ -33,9 +33,15 @@ def window_targets(frames:torch.Tensor, # (B,T,H,W) video in [-1,1]
 
 def window_input(cf:torch.Tensor,          # (B,3,H,W) colour fundus in [-1,1]
                  prev:torch.Tensor|None,   # (B,3,H,W) previous window, or None at step 0
+                 start:torch.Tensor|None=None, # (B,3,H,W) what step 0 sees instead (`start_window_of`); None: the CF again
                 ) -> torch.Tensor:         # (B,6,H,W)
-    "The generator's input: CF and the previous window (the CF twice at step 0)."
-    return torch.cat([cf, cf if prev is None else prev], 1)
+    "The generator's input: CF and the previous window (at step 0 `start`, or the CF twice)."
+    return torch.cat([cf, prev if prev is not None else cf if start is None else start], 1)
+
+def start_window_of(G, cf:torch.Tensor) -> torch.Tensor|None: # cf (B,3,H,W) -> (B,3,H,W), or None (the CF again)
+    "Window 0's previous window for generator `G`: its `start_window` (generator chapter), None for any other callable."
+    f = getattr(G, 'start_window', None)
+    return f(cf) if callable(f) else None
 
 # %% ../nbs/07_rollout.ipynb #fd245d48
 def self_feed_probability(videos_seen:int, cfg:RolloutConfig=RolloutConfig()) -> float:
@@ -77,9 +83,9 @@ class VideoRollout:
         self.pending.append([j, pred.clone(), 1])
     @torch.no_grad()
     def __iter__(self):                  # yields (B,H,W) frames in order
-        prev = None
+        prev, start = None, start_window_of(self.G, self.cf)
         for k in range(self.T):
-            prev = _frames(self.G(window_input(self.cf, prev)))        # (B,window,H,W)
+            prev = _frames(self.G(window_input(self.cf, prev, start)))  # (B,window,H,W)
             for i in range(prev.shape[1]):
                 if k + i < self.T or self.end == 'average': self._add(min(k + i, self.T - 1), prev[:, i])
             if k < self.T - 1 or not self.pending: yield self._pop()

@@ -19,7 +19,7 @@ with warnings.catch_warnings():                  # fastai's import scripts funct
     from fastai.callback.core import Callback, CancelEpochException
     from fastai.optimizer import OptimWrapper
 from .data import StudySet, write_image, write_text, append_bytes
-from .pipeline import study_dataloaders
+from .pipeline import study_dataloaders, mean_first_frame
 from .generator import Generator
 from .discriminator import KnowledgeAwareDiscriminator
 from .patchnce import PatchSampleMLP, nce_layers, nce_inputs, key_features
@@ -60,6 +60,11 @@ class Fundus2VideoGAN(nn.Module):
     def update_ema(self):
         "After a G step: the moving average takes it in (`ema_update`); nothing when off."
         if self.G_ema is not None: ema_update(self.G_ema, self.G, self.cfg.train.ema)
+
+    def set_start_frame(self, frame:torch.Tensor): # (H,W) in [-1,1]
+        "Window 0's previous window for G and its moving average (`Generator.set_start_frame`)."
+        for g in (self.G, self.G_ema):
+            if g is not None: g.set_start_frame(frame)
 
 @torch.no_grad()
 def ema_update(avg:nn.Module, model:nn.Module, decay:float):
@@ -213,6 +218,7 @@ def train_video(self:WindowStepper, b:dict) -> dict:
     weighted = self.cfg.losses.l1 and self.cfg.losses.l1_frames != 'window'    # per-frame L1 weights (losses chapter)
     floor = self.cfg.losses.l1_frames == 'floor'
     n_frames = lengths.tolist()
+    start = self.gan.G.start_window(cf)                                                 # window 0's previous window (None: the CF)
     real_prev = fake_prev = None; logs = []
     for k in range(self._n_windows(lengths)):
         prev = previous_window(real_prev, fake_prev, p_self, self.state.rng)
@@ -221,7 +227,7 @@ def train_video(self:WindowStepper, b:dict) -> dict:
         sub = (lambda t: t) if every or not some else (lambda t: t[on])
         feats = None if src_feats is None else [sub(f) for f in src_feats]
         l1_w = torch.stack([l1_slot_weights(n, k, real.shape[1], floor) for n in n_frames]).to(cf.device) if weighted else None
-        fake, terms = self.train_window(sub(window_input(cf, prev)), sub(real), sub(cf), sub(km), feats, weight=float(some),
+        fake, terms = self.train_window(sub(window_input(cf, prev, start)), sub(real), sub(cf), sub(km), feats, weight=float(some),
                                         l1_w=None if l1_w is None else sub(l1_w))
         if some: logs.append(terms)
         if some and not every: full = real.clone(); full[on] = fake; fake = full       # rows of ended videos: never read again
@@ -449,7 +455,9 @@ def _train(data_dir, run_dir:Path, cfg, device, resume, epochs, show_graph, prog
     if vgg is not None: vgg = vgg.to(device)
     if resume: st = _resume_stepper(ck, ck_path, run_dir, data_dir, device, vgg, dls)
     else:
+        start = mean_first_frame(data_dir, cfg.pipeline) if cfg.generator.start_window == 'mean_first_frame' else None   # before seeding
         st = WindowStepper(prepare_gan(cfg, device), device, vgg)
+        if start is not None: st.gan.set_start_frame(start.to(device))
         run_dir.mkdir(parents=True, exist_ok=True)
         if not rank():
             for f in ('steps.csv', 'history.csv'): (run_dir/f).unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from fundus2video.losses import LossWeights, VGGPerceptualLoss, generator_object
 from fundus2video.patchnce import PatchNCEConfig, nce_inputs, patchnce_loss
 from fundus2video.phantom import make_phantom, preset_config, write_phantoms
 from fundus2video.pipeline import AugmentConfig, PipelineConfig, make_item
-from fundus2video.rollout import RolloutConfig, self_feed_probability, window_input
+from fundus2video.rollout import RolloutConfig, generate_video, self_feed_probability, window_input
 from fundus2video.runtime import amp_dtype
 
 BASE = replace(C.preset('tiny'), pipeline=replace(C.preset('tiny').pipeline, size=32))
@@ -35,6 +35,12 @@ def G_out(rc):
     t = toy(); return G(rc)(torch.cat([t['cf'], t['real']], 1)).frames.detach()
 def n_stride2(rc): return sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in G(rc).model)
 def n_blocks(rc): return sum(isinstance(m, ResnetBlock) for m in G(rc).model)
+def first_previous(rc):
+    "What window 0 of a rollout sees as its previous window: the CF again, or G's start frame."
+    g, seen = G(rc), []
+    hook = g.register_forward_pre_hook(lambda m, a: seen.append(a[0][:, 3:].detach()))
+    generate_video(g, toy()['cf'], 1); hook.remove()
+    return seen[0]
 def local_blocks(rc):
     g = Generator(replace(rc.generator, local_enhancer=True))
     return sum(isinstance(m, ResnetBlock) for m in g.model1_2)
@@ -155,6 +161,7 @@ TABLE = [
     ('generator', 'attention_hidden', 8, lambda rc, f: G(rc).attention_head.net[0].out_channels),
     ('generator', 'local_enhancer', True, lambda rc, f: hasattr(G(rc), 'model1_1')),
     ('generator', 'n_blocks_local', 1, lambda rc, f: local_blocks(rc)),
+    ('generator', 'start_window', 'mean_first_frame', lambda rc, f: first_previous(rc)),
     ('discriminator', 'input_nc', 7, lambda rc, f: D_first(rc).in_channels),
     ('discriminator', 'ndf', 8, lambda rc, f: D_first(rc).out_channels),
     ('discriminator', 'n_layers', 3, lambda rc, f: len(D(rc).plain.scales[0].blocks)),
