@@ -209,7 +209,9 @@ def forward(self:Generator, x:torch.Tensor, # (B,6,H,W): CF and previous window,
 def _fit_start_frame(module, state_dict, prefix, *args):
     "Before loading weights: give `start_frame` the stored one's shape (it is set from data, at the training size)."
     t = state_dict.get(prefix + 'start_frame')
-    if t is not None and t.shape != module.start_frame.shape: module.start_frame = module.start_frame.new_empty(t.shape)
+    if t is None: return                                      # load_state_dict reports the missing key
+    if t.ndim != 4 or t.shape[:2] != (1, 1): raise ValueError(f"start_frame must be a (1,1,H,W) frame, got shape {tuple(t.shape)}")
+    if t.shape != module.start_frame.shape: module.start_frame = module.start_frame.new_empty(t.shape)
 
 @patch
 def set_start_frame(self:Generator, frame:torch.Tensor): # (H,W) in [-1,1], e.g. the training videos' mean first frame
