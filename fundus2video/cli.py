@@ -212,6 +212,8 @@ def add_generate(sub):
     p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'side in pixels, 32 to {MAX_SIZE} (default: the size the model was trained at)')
     p.add_argument('--gif', action='store_true', help='also write OUT.gif')
     p.add_argument('--frames-dir', type=Path, help='also write every frame as PNG into this folder')
+    p.add_argument('--no-mirror', dest='mirror', action='store_false',
+                   help="the paper's single pass, half the time (default: average with the mirrored photo's video)")
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_generate)
 
@@ -227,7 +229,7 @@ def _generate_outputs(args) -> list:
 def cmd_generate(args):
     check_outputs(_generate_outputs(args), {'CF_IMAGE': args.cf_image, '-c': args.checkpoint})
     from fundus2video.inference import generate
-    try: generate(args.cf_image, args.out, args.checkpoint, args.frames, args.size, args.gif, args.frames_dir, args.device)
+    try: generate(args.cf_image, args.out, args.checkpoint, args.frames, args.size, args.gif, args.frames_dir, args.device, args.mirror)
     except ValueError as e: raise StudyError(str(e))
 
 # %% ../nbs/90_cli.ipynb #67a5ed79
@@ -266,6 +268,8 @@ def add_evaluate(sub):
     p.add_argument('--lpips', type=Path, help='AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; default: look in $FUNDUS2VIDEO_LPIPS and $TORCH_HOME/hub/checkpoints)')
     p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, their SSIM formula, per-video FVD)")
     p.add_argument('--no-baselines', action='store_true', help='skip the mean-training-video and inverted-green baselines')
+    p.add_argument('--no-mirror', dest='mirror', action='store_false',
+                   help="score the paper's single pass (default: each video averaged with the mirrored photo's, as generate makes it)")
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_evaluate)
 
@@ -283,7 +287,7 @@ def cmd_evaluate(args):
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
     print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
     try: res = evaluate_generator(G, args.data_dir, args.split, i3d=i3d, lpips=lpips, official=args.official,
-                                  baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty())
+                                  baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty(), mirror=args.mirror)
     except ValueError as e: raise StudyError(str(e))
     write_metrics_json(res, args.out)
     print_summary(res)

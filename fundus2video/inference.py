@@ -118,13 +118,17 @@ def generate_frames(G,                     # generator (x (B,6,H,W) -> Generator
                     cf:torch.Tensor,       # (1,3,S,S) colour fundus in [-1,1], on G's device
                     n_frames:int,          # frames to generate
                     fov:np.ndarray=None,   # (S,S) bool; outside is set to 0 (None: keep everything)
+                    mirror=False,          # test-time mirroring (rollout chapter): average with the mirrored photo's video
                    ) -> tuple:             # (frames (T,S,S) uint8, attention (S,S) float32 in [0,1] or None, frames per second)
     "A self-fed, overlap-averaged video, streamed window by window, as uint8 frames."
     G1, S = _FirstAttention(G), cf.shape[-1]
     frames = np.zeros((n_frames, cf.shape[-2], S), np.uint8)
     t0 = time.perf_counter()
-    for i, f in enumerate(VideoRollout(G1, cf, n_frames)): frames[i] = to_uint8(f[0])
+    if mirror:                               # the mirrored photo first, its frames kept (T frames) until the photo's own arrive
+        G2 = _FirstAttention(G); mirrored = [f[0].flip(-1).float() for f in VideoRollout(G2, cf.flip(-1), n_frames)]
+    for i, f in enumerate(VideoRollout(G1, cf, n_frames)): frames[i] = to_uint8((f[0].float() + mirrored[i]) / 2 if mirror else f[0])
     fps = n_frames / max(time.perf_counter() - t0, 1e-9)
+    if mirror and G1.attention is not None: G1.attention = (G1.attention.float() + G2.attention.float().flip(-1)) / 2
     att = None if G1.attention is None else G1.attention[0, 0].float().cpu().numpy()
     if fov is not None:
         frames[:, ~fov] = 0
@@ -193,7 +197,8 @@ def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
              gif=False,        # also write OUT.gif
              frames_dir=None,  # also write every frame as PNG into this folder
              device='auto',    # 'auto' (CUDA if available), 'cpu', 'cuda'
-            ) -> dict:         # paths written, n_frames, size, phases, frames_per_second, model, meta
+             mirror=True,      # test-time mirroring (rollout chapter; ours, twice the work); False: the official single pass
+            ) -> dict:         # paths written, n_frames, size, phases, frames_per_second, model, mirror, meta
     "Generate an FFA video from one colour fundus photo, with its contact sheet."
     img, out = read_image(cf_path), Path(out)            # read once; checked by prepare_photo
     dev = pick_device(device)
@@ -201,13 +206,13 @@ def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
     size, n_frames = size or cfg.pipeline.size, n_frames or cfg.pipeline.per_phase * len(PHASES)
     _check_args(out, size, n_frames, cfg)
     cf, fov = prepare_photo(img, size, cfg.pipeline.square, name=cf_path)
-    frames, att, fps = generate_frames(G, cf.to(dev), n_frames, fov)
+    frames, att, fps = generate_frames(G, cf.to(dev), n_frames, fov, mirror)
     phases = frame_phases(n_frames, cfg.pipeline.per_phase)
     res = _write_outputs(out, frames, phases, cf, att, gif, frames_dir)
     extra = ''.join(f', {p}' for p in (res['gif'], res['frames_dir']) if p is not None)
     print(f"wrote {res['video']} ({n_frames} frames, {size}x{size}, nominal phases {phases[0]} to {phases[-1]}), "
           f"contact sheet {res['sheet']}{extra}")
-    print(f"generated {n_frames} frames at {fps:.1f} frames/s on {dev}")
+    print(f"generated {n_frames} frames at {fps:.1f} frames/s on {dev}{' (mirrored: two rollouts averaged)' if mirror else ''}")
     if checkpoint is None: print(DEMO_NOTE)
     return res | dict(n_frames=n_frames, size=size, phases=phases, frames_per_second=fps,
-                      model=str(checkpoint or DEMO_MODEL), meta=meta)
+                      model=str(checkpoint or DEMO_MODEL), mirror=mirror, meta=meta)

@@ -535,14 +535,14 @@ def _metric_model(arg, loader, what:str):
         print(f"{what} skipped: {e}"); return None
 
 @torch.no_grad()
-def generate_for(G:nn.Module, s:Study) -> np.ndarray: # (T,H,W) in [0,1]
-    "The generator's video for a prepared study, as many frames as the real one, on G's device."
+def generate_for(G:nn.Module, s:Study, mirror=False) -> np.ndarray: # (T,H,W) in [0,1]
+    "The generator's video for a prepared study, as many frames as the real one, on G's device (`mirror`: test-time mirroring)."
     cf = to_unit(s.cf).permute(2, 0, 1)[None].to(next(G.parameters()).device)
-    return signed_to_unit(generate_video(G, cf, s.n_frames)[0])
+    return signed_to_unit(generate_video(G, cf, s.n_frames, mirror=mirror)[0])
 
-def _predictions(G, s:Study, mean_vid) -> dict:
+def _predictions(G, s:Study, mean_vid, mirror=False) -> dict:
     "Method name -> (T,H,W) video in [0,1] for one study."
-    return {'model': generate_for(G, s), **(baseline_videos(s, mean_vid) if mean_vid is not None else {})}
+    return {'model': generate_for(G, s, mirror), **(baseline_videos(s, mean_vid) if mean_vid is not None else {})}
 
 # %% ../nbs/09_metrics.ipynb #d52fe34a
 def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
@@ -556,6 +556,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
                        baselines=True,  # also score the mean-training-video and inverted-green baselines
                        progress=True,   # fastprogress bar
                        cfg:PipelineConfig=None, # the training pipeline (square, KM threshold, ...); None: defaults
+                       mirror=False,    # test-time mirroring (rollout chapter; ours): average with the mirrored photo's video
                       ) -> dict:        # {'config', 'videos', 'aggregate', 'baselines', 'baseline_videos'}, JSON-serialisable
     "Generate every video of a split and score it (and the baselines) against the real one."
     if G.training: raise ValueError("G is in training mode: call G.eval() first")
@@ -568,7 +569,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
     mean_vid = mean_video(prep(train), len(train) if progress else None) if baselines else None
     scores, feats = {}, {}
     for s in progress_bar(prep(studies), total=len(studies)) if progress else prep(studies):
-        for m, fake in {'real': None, **_predictions(G, s, mean_vid)}.items():
+        for m, fake in {'real': None, **_predictions(G, s, mean_vid, mirror)}.items():
             if fake is not None: scores.setdefault(m, []).append(video_metrics(s, fake, official, lpips))
             if i3d is not None:
                 video = uint8_to_unit(s.frames) if fake is None else fake
@@ -576,7 +577,7 @@ def evaluate_generator(G:nn.Module,     # a `Generator` in eval mode
     summary = {m: {**aggregate(v), **(fvd_scores(np.stack(feats['real']), np.stack(feats[m]), official) if i3d is not None else {})}
                for m, v in scores.items()}
     config = dict(data_dir=str(data_dir), split=split, size=size, per_phase=per_phase, official=official,
-                  fvd=i3d is not None, lpips=lpips is not None)
+                  fvd=i3d is not None, lpips=lpips is not None, mirror=mirror)
     return jsonable(dict(config=config, videos=scores.pop('model'), aggregate=summary.pop('model'), baselines=summary,
                          baseline_videos=scores))
 

@@ -97,9 +97,12 @@ class VideoRollout:
 def generate_video(G, cf:torch.Tensor, # (B,3,H,W) colour fundus in [-1,1]
                    n_frames=12,
                    end='drop',         # slots past the last frame: 'drop' (official) or 'average' (see above)
+                   mirror=False,       # also roll out the mirrored photo and average (test-time mirroring, see below; ours)
                   ) -> torch.Tensor:   # (B,n_frames,H,W) in [-1,1]
     "A whole video from a colour fundus: self-fed windows, each frame the mean of the predictions covering it."
-    return torch.stack(list(VideoRollout(G, cf, n_frames, end)), 1)
+    video = torch.stack(list(VideoRollout(G, cf, n_frames, end)), 1)
+    if not mirror: return video
+    return (video + generate_video(G, cf.flip(-1), n_frames, end).flip(-1)) / 2   # the mirrored eye's video, mirrored back
 
 # %% ../nbs/07_rollout.ipynb #3e9921e8
 def l1_slot_weights(T:int,     # frames in the video
