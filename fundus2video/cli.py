@@ -285,7 +285,8 @@ def cmd_evaluate(args):
     from fundus2video.inference import load_generator, DEMO_NOTE
     from fundus2video.runtime import pick_device
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
-    print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}")
+    print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}"
+          f"{' (mirrored: each video averaged with that of the mirrored photo; --no-mirror for the single pass)' if args.mirror else ' (single pass)'}")
     try: res = evaluate_generator(G, args.data_dir, args.split, i3d=i3d, lpips=lpips, official=args.official,
                                   baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty(), mirror=args.mirror)
     except ValueError as e: raise StudyError(str(e))
