@@ -212,8 +212,9 @@ def add_generate(sub):
     p.add_argument('--size', type=int_arg(32, MAX_SIZE), help=f'side in pixels, 32 to {MAX_SIZE} (default: the size the model was trained at)')
     p.add_argument('--gif', action='store_true', help='also write OUT.gif')
     p.add_argument('--frames-dir', type=Path, help='also write every frame as PNG into this folder')
-    p.add_argument('--no-mirror', dest='mirror', action='store_false',
-                   help="the paper's single pass, half the time (default: average with the mirrored photo's video)")
+    p.add_argument('--no-mirror', dest='mirror', action='store_false', default=None,
+                   help="the paper's single pass, half the time (default: average with the mirrored photo's video, "
+                        "for a model trained on flipped eyes as every preset is)")
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_generate)
 
@@ -268,7 +269,7 @@ def add_evaluate(sub):
     p.add_argument('--lpips', type=Path, help='AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; default: look in $FUNDUS2VIDEO_LPIPS and $TORCH_HOME/hub/checkpoints)')
     p.add_argument('--official', action='store_true', help="also report the official code's conventions (PSNR on [-1,1] with peak 1, their SSIM formula, per-video FVD)")
     p.add_argument('--no-baselines', action='store_true', help='skip the mean-training-video and inverted-green baselines')
-    p.add_argument('--no-mirror', dest='mirror', action='store_false',
+    p.add_argument('--no-mirror', dest='mirror', action='store_false', default=None,
                    help="score the paper's single pass (default: each video averaged with the mirrored photo's, as generate makes it)")
     p.add_argument('--device', type=device_arg, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     p.set_defaults(func=cmd_evaluate)
@@ -282,13 +283,14 @@ def cmd_evaluate(args):
     from fundus2video.metrics import evaluate_generator, write_metrics_json, print_summary, load_i3d, load_lpips
     i3d = load_i3d(args.i3d) if args.i3d else None                     # named weights: checked before any work
     lpips = load_lpips(args.lpips) if args.lpips else None
-    from fundus2video.inference import load_generator, DEMO_NOTE
+    from fundus2video.inference import load_generator, DEMO_NOTE, mirrors_by_default
     from fundus2video.runtime import pick_device
     G, cfg, _ = load_generator(args.checkpoint, pick_device(args.device))
+    mirror = mirrors_by_default(cfg) if args.mirror is None else args.mirror
     print(f"evaluating {args.checkpoint or 'the demo model'} on the {args.split} split of {args.data_dir}"
-          f"{' (mirrored: each video averaged with that of the mirrored photo; --no-mirror for the single pass)' if args.mirror else ' (single pass)'}")
+          f"{' (mirrored: each video averaged with that of the mirrored photo; --no-mirror for the single pass)' if mirror else ' (single pass)'}")
     try: res = evaluate_generator(G, args.data_dir, args.split, i3d=i3d, lpips=lpips, official=args.official,
-                                  baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty(), mirror=args.mirror)
+                                  baselines=not args.no_baselines, cfg=cfg.pipeline, progress=sys.stdout.isatty(), mirror=mirror)
     except ValueError as e: raise StudyError(str(e))
     write_metrics_json(res, args.out)
     print_summary(res)

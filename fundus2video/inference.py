@@ -22,7 +22,7 @@ from .media import to_uint8, write_mp4, write_gif, write_frames
 
 # %% auto #0
 __all__ = ['DEMO_MODEL', 'DEMO_NOTE', 'model_weights', 'export_model', 'load_generator', 'as_uint8_rgb', 'prepare_photo',
-           'generate_frames', 'frame_phases', 'contact_sheet', 'generate']
+           'generate_frames', 'frame_phases', 'contact_sheet', 'mirrors_by_default', 'generate']
 
 # %% ../nbs/10_inference.ipynb #4993e19a
 DEMO_MODEL = Path(fundus2video.__file__).parent/'assets'/'demo_model.pt'
@@ -189,6 +189,10 @@ def _write_outputs(out:Path, frames, phases, cf, att, gif:bool, frames_dir) -> d
 DEMO_NOTE = ("note: the demo model was trained on synthetic phantom data only; "
              "its videos illustrate the method and are not for clinical use")
 
+def mirrors_by_default(cfg:RunConfig) -> bool:
+    "Whether `generate` and `evaluate` mirror a model at test time unless told: only if it was trained on left-right flips (every preset is)."
+    return cfg.pipeline.augment.hflip > 0
+
 def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
              out,              # the video to write, OUT.mp4 (the contact sheet goes to OUT.png)
              checkpoint=None,  # model file or training checkpoint; None: the shipped demo model
@@ -197,7 +201,7 @@ def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
              gif=False,        # also write OUT.gif
              frames_dir=None,  # also write every frame as PNG into this folder
              device='auto',    # 'auto' (CUDA if available), 'cpu', 'cuda'
-             mirror=True,      # test-time mirroring (rollout chapter; ours, twice the work); False: the official single pass
+             mirror=None,      # test-time mirroring (rollout chapter; ours, twice the work); None: when the model was trained with left-right flips
             ) -> dict:         # paths written, n_frames, size, phases, frames_per_second, model, mirror, meta
     "Generate an FFA video from one colour fundus photo, with its contact sheet."
     img, out = read_image(cf_path), Path(out)            # read once; checked by prepare_photo
@@ -205,6 +209,7 @@ def generate(cf_path,          # colour fundus photo (png, jpg, tif, ...)
     G, cfg, meta = load_generator(checkpoint, dev)
     size, n_frames = size or cfg.pipeline.size, n_frames or cfg.pipeline.per_phase * len(PHASES)
     _check_args(out, size, n_frames, cfg)
+    mirror = mirrors_by_default(cfg) if mirror is None else mirror
     cf, fov = prepare_photo(img, size, cfg.pipeline.square, name=cf_path)
     frames, att, fps = generate_frames(G, cf.to(dev), n_frames, fov, mirror)
     phases = frame_phases(n_frames, cfg.pipeline.per_phase)
