@@ -31,9 +31,9 @@ from .metrics import evaluate_generator, eval_study, psnr, uint8_to_unit
 # %% auto #0
 __all__ = ['VARIANTS', 'STATIC_VARIANTS', 'COLUMNS', 'HIGHER_IS_BETTER', 'FLOORS', 'PLAN', 'DECIMALS', 'with_cpu_bf16',
            'write_split_phantoms', 'static_config', 'StaticVideo', 'static_losses', 'static_step', 'load_static',
-           'train_static', 'with_seed', 'config_diff', 'run_variant', 'run_rows', 'run_benchmark', 'seed_summary',
-           'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr', 'read_runs', 'mean_sd', 'plot_seeds',
-           'plot_frame_psnr', 'recipe_difference']
+           'train_static', 'with_seed', 'config_diff', 'run_variant', 'run_rows', 'mirrored', 'run_benchmark',
+           'seed_summary', 'paired_to', 'margins', 'teacher_forced_video', 'frame_psnr', 'read_runs', 'mean_sd',
+           'plot_seeds', 'plot_frame_psnr', 'recipe_difference']
 
 # %% ../nbs/13_ablation.ipynb #9146f1f6
 def with_cpu_bf16(cfg:RunConfig, on=True) -> RunConfig:
@@ -250,8 +250,10 @@ def run_rows(res:dict, variant:str, seed, minutes:float) -> tuple:
 PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1, 2), 'full_bf16': (0, 1, 2),
         'no_attention': (0,), 'no_knowledge_D': (0,), 'no_mask_nce': (0,), 'no_sched_sampling': (0,)}   # variant: seeds
 
-def _score(G, cfg, data_dir, baselines:bool) -> dict:
-    return evaluate_generator(G, data_dir, 'test', cfg=cfg.pipeline, i3d=False, lpips=False, baselines=baselines, progress=False)
+def _score(G, cfg, data_dir, baselines:bool, mirror=False) -> dict:
+    return evaluate_generator(G, data_dir, 'test', cfg=cfg.pipeline, i3d=False, lpips=False, baselines=baselines, progress=False, mirror=mirror)
+
+def mirrored(variant:str) -> str: return f'{variant} (mirrored)'   # the runs table's name of a run scored with test-time mirroring
 
 def run_benchmark(data_dir,           # data folder with train/valid/test splits (e.g. `write_split_phantoms`)
                   out_dir,            # runs go to out_dir/VARIANT/seed_S; the tables to out_dir/runs.csv, per_video.csv
@@ -260,6 +262,7 @@ def run_benchmark(data_dir,           # data folder with train/valid/test splits
                   base:RunConfig=None, # the config every variant starts from (None: `preset('lab')`)
                   progress=True,      # training progress and one line per run
                   floors=True,        # also score the two floors (once; they do not depend on the seed)
+                  mirror=False,       # also score every run with test-time mirroring (rollout chapter), as `mirrored(variant)`
                  ) -> tuple:          # (runs: one row per variant and seed, + the floors; per_video: one row per test video too)
     "Train every planned run (reusing finished ones, resuming interrupted ones), score each on the test split, save the tables."
     base, out_dir = with_epochs(base or preset('lab'), epochs, ss=True), Path(out_dir)   # the whole curriculum, scaled
@@ -267,10 +270,11 @@ def run_benchmark(data_dir,           # data folder with train/valid/test splits
     for name, seeds in (plan or PLAN).items():
         for seed in seeds:
             G, cfg, minutes = run_variant(name, data_dir, out_dir, base, seed, progress)
-            t0 = time.time(); res = _score(G, cfg, data_dir, baselines=want_floors and scored is None)
-            scored = scored or res
-            a, v = run_rows(res, name, seed, minutes); runs.append(a); vids += v
-            if progress: print(f"{name} seed {seed}: PSNR {a['PSNR']:.2f} dB, trained {minutes:.1f} min, scored in {time.time() - t0:.0f} s", flush=True)
+            for mir in (False, True) if mirror else (False,):
+                t0 = time.time(); res = _score(G, cfg, data_dir, baselines=want_floors and scored is None, mirror=mir)
+                scored, label = scored or res, mirrored(name) if mir else name
+                a, v = run_rows(res, label, seed, minutes); runs.append(a); vids += v
+                if progress: print(f"{label} seed {seed}: PSNR {a['PSNR']:.2f} dB, trained {minutes:.1f} min, scored in {time.time() - t0:.0f} s", flush=True)
     for key, label in FLOORS.items() if want_floors and scored else ():   # the same for every seed: scored once
         a, v = run_rows(dict(aggregate=scored['baselines'][key], videos=scored['baseline_videos'][key]), label, -1, 0.)
         runs.append(a); vids += v
