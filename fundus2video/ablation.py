@@ -253,7 +253,9 @@ PLAN = {'full': (0, 1, 2), 'static_pix2pixhd': (0, 1, 2), 'no_knowledge': (0, 1,
 def _score(G, cfg, data_dir, baselines:bool, mirror=False) -> dict:
     return evaluate_generator(G, data_dir, 'test', cfg=cfg.pipeline, i3d=False, lpips=False, baselines=baselines, progress=False, mirror=mirror)
 
-def mirrored(variant:str) -> str: return f'{variant} (mirrored)'   # the runs table's name of a run scored with test-time mirroring
+def mirrored(variant:str) -> str:
+    "The runs table's name of `variant` scored with test-time mirroring: 'full' -> 'full (mirrored)'."
+    return f'{variant} (mirrored)'
 
 def run_benchmark(data_dir,           # data folder with train/valid/test splits (e.g. `write_split_phantoms`)
                   out_dir,            # runs go to out_dir/VARIANT/seed_S; the tables to out_dir/runs.csv, per_video.csv
