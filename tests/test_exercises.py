@@ -1,8 +1,11 @@
-"""The graded exercises: nbgrader makes the student version; the instructor version passes every check; the
-untouched student version fails the checks of each code exercise, and each exercise's checks pass once its
-own solution is put back (and only its own).
+"""The graded exercises: nbgrader makes the student version; the untouched student version fails the checks of
+each code exercise and passes them all once every solution is put back. Flagged slow (minutes: one notebook run
+per exercise): the instructor version passes every check, and each exercise's checks pass once its own solution
+is put back (and only its own).
 
-The notebooks in nbs/ are the instructor versions and also run as ordinary tests (test_notebooks.py).
+The notebooks in nbs/ are the instructor versions and also run as ordinary tests (test_notebooks.py). Each
+autograded version is one full run of its notebook, so the default suite grades two versions of each notebook
+(8 runs, about 5 minutes on two cores) and `--run-slow` the other 13.
 """
 import hashlib, importlib.util, json, re, subprocess, sys
 from pathlib import Path
@@ -45,17 +48,28 @@ def test_nbgrader_metadata_is_valid(nb, require):
 
 @pytest.fixture(scope='module')
 def graded(tmp_path_factory, require):
-    "Release every exercise notebook with nbgrader, then autograde the instructor version, the untouched student version, each solution put back alone, and all of them."
+    "Release every exercise notebook with nbgrader, then autograde the untouched student version and the one with every solution put back."
     require(importlib.util.find_spec('nbgrader'), 'nbgrader is not installed (pip install -e ".[dev]")')
     tmp = tmp_path_factory.mktemp('labs')
     before = {nb: _digest(nb) for nb in NOTEBOOKS}
     students = sv.release(NOTEBOOKS, tmp/'student', course=tmp/'course')
     out = {}
     for nb, student in zip(NOTEBOOKS, students):
-        subs = {'instructor': nb, 'untouched': student, 'all_back': sv.put_back_solutions(student, nb)}
-        for sol in sv.code_exercises(nb): subs[f'only_{sol}'] = sv.put_back_solutions(student, nb, [sol])
+        subs = {'untouched': student, 'all_back': sv.put_back_solutions(student, nb)}
         out[nb] = dict(student=student, scores=sv.autograde(tmp/'course', nb, subs))
     assert before == {nb: _digest(nb) for nb in NOTEBOOKS}, 'making the student version changed an instructor notebook'
+    return out
+
+
+@pytest.fixture(scope='module')
+def graded_each(tmp_path_factory, require):
+    "In a course of its own (autograde regrades every submission in the course): the instructor version, and the student version with each solution put back alone."
+    require(importlib.util.find_spec('nbgrader'), 'nbgrader is not installed (pip install -e ".[dev]")')
+    tmp = tmp_path_factory.mktemp('labs_each')
+    out = {}
+    for nb, student in zip(NOTEBOOKS, sv.release(NOTEBOOKS, tmp/'student', course=tmp/'course')):
+        subs = {'instructor': nb, **{f'only_{sol}': sv.put_back_solutions(student, nb, [sol]) for sol in sv.code_exercises(nb)}}
+        out[nb] = sv.autograde(tmp/'course', nb, subs)
     return out
 
 
@@ -82,23 +96,29 @@ def _auto(nb, grades):
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
-def test_instructor_version_passes_every_check(nb, graded):
-    auto = _auto(nb, graded[nb]['scores']['instructor'])
-    assert auto and all(s == m > 0 for s, m in auto.values()), auto
-
-
-@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
 def test_untouched_student_version_fails_each_code_exercise(nb, graded):
     auto = _auto(nb, graded[nb]['scores']['untouched'])
     assert len(auto) == len(sum(sv.code_exercises(nb).values(), [])) and all(s == 0 for s, _ in auto.values()), auto
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
-def test_each_solution_put_back_passes_its_own_checks(nb, graded):
-    scores = graded[nb]['scores']
-    assert all(s == m for s, m in _auto(nb, scores['all_back']).values()), _auto(nb, scores['all_back'])
+def test_every_solution_put_back_passes_every_check(nb, graded):
+    auto = _auto(nb, graded[nb]['scores']['all_back'])
+    assert len(auto) == len(sum(sv.code_exercises(nb).values(), [])) and all(s == m > 0 for s, m in auto.values()), auto
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
+def test_instructor_version_passes_every_check(nb, graded_each):
+    auto = _auto(nb, graded_each[nb]['instructor'])
+    assert auto and all(s == m > 0 for s, m in auto.values()), auto
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_solution_put_back_passes_only_its_own_checks(nb, graded_each):
     for sol, checks in sv.code_exercises(nb).items():
-        auto = _auto(nb, scores[f'only_{sol}'])
+        auto = _auto(nb, graded_each[nb][f'only_{sol}'])
         assert all(auto[g][0] == auto[g][1] for g in checks), (sol, auto)
         assert all(s == 0 for g, (s, _) in auto.items() if g not in checks), (sol, auto)
 
